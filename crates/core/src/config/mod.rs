@@ -1,0 +1,1 @@
+//! The TOML configuration. Filled in by the foundation issue's configuration work.

@@ -1,0 +1,1 @@
+//! Topology, plans, executor, checkpoints and catalog.

@@ -1,0 +1,1 @@
+//! Test support: azurite (filled in by the issue that needs it).

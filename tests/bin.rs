@@ -1,0 +1,1 @@
+//! Test support: bin (filled in by the issue that needs it).

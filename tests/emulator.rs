@@ -1,0 +1,1 @@
+//! Test support: emulator (filled in by the issue that needs it).
