@@ -23,8 +23,9 @@ pub mod service;
 pub mod sku;
 pub mod storage;
 
-pub use backup::{BackupName, BackupRecord, Consistency, BACKUP_LIFETIME};
+pub use backup::{BACKUP_LIFETIME, BackupName, BackupRecord, Consistency};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, ConfigError, ConfigErrors};
 pub use region::Region;
 pub use secret::{Secret, SecretRef};
 pub use service::{ServiceRef, SubscriptionId};
