@@ -21,7 +21,10 @@ pub struct LocalDirStore {
 impl LocalDirStore {
     /// The account `account`, kept under `root` (created on first write).
     pub fn new(account: impl Into<String>, root: impl Into<PathBuf>) -> Self {
-        Self { account: account.into(), root: root.into() }
+        Self {
+            account: account.into(),
+            root: root.into(),
+        }
     }
 
     /// The directory holding this account's containers.
@@ -30,7 +33,10 @@ impl LocalDirStore {
     }
 
     fn other(&self, e: impl std::fmt::Display) -> BlobError {
-        BlobError::Other { account: self.account.clone(), message: e.to_string() }
+        BlobError::Other {
+            account: self.account.clone(),
+            message: e.to_string(),
+        }
     }
 
     fn container_dir(&self, container: &str) -> BlobResult<PathBuf> {
@@ -42,7 +48,11 @@ impl LocalDirStore {
 
     async fn existing_container(&self, container: &str) -> BlobResult<PathBuf> {
         let dir = self.container_dir(container)?;
-        if tokio::fs::metadata(&dir).await.map(|m| m.is_dir()).unwrap_or(false) {
+        if tokio::fs::metadata(&dir)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             Ok(dir)
         } else {
             Err(BlobError::ContainerNotFound {
@@ -57,7 +67,11 @@ impl LocalDirStore {
         let safe = !blob.is_empty()
             && !blob.ends_with('/')
             && rel.components().all(|c| matches!(c, Component::Normal(_)));
-        if safe { Ok(dir.join(rel)) } else { Err(BlobError::InvalidName(blob.into())) }
+        if safe {
+            Ok(dir.join(rel))
+        } else {
+            Err(BlobError::InvalidName(blob.into()))
+        }
     }
 
     fn not_found(&self, container: &str, blob: &str) -> BlobError {
@@ -69,12 +83,23 @@ impl LocalDirStore {
     }
 
     fn meta(name: String, md: &std::fs::Metadata) -> BlobMeta {
-        let last_modified = md.modified().map(chrono::DateTime::from).unwrap_or_default();
-        BlobMeta { name, size: md.len(), last_modified }
+        let last_modified = md
+            .modified()
+            .map(chrono::DateTime::from)
+            .unwrap_or_default();
+        BlobMeta {
+            name,
+            size: md.len(),
+            last_modified,
+        }
     }
 }
 
-fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, std::fs::Metadata)>) -> std::io::Result<()> {
+fn walk(
+    dir: &Path,
+    base: &Path,
+    out: &mut Vec<(String, std::fs::Metadata)>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let md = entry.metadata()?;
@@ -83,7 +108,10 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, std::fs::Metadata)>) -> 
             walk(&path, base, out)?;
         } else if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
             let rel = path.strip_prefix(base).expect("under base");
-            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>();
+            let name = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>();
             out.push((name.join("/"), md));
         }
     }
@@ -98,12 +126,17 @@ impl BlobStore for LocalDirStore {
 
     async fn container_exists(&self, container: &str) -> BlobResult<bool> {
         let dir = self.container_dir(container)?;
-        Ok(tokio::fs::metadata(&dir).await.map(|m| m.is_dir()).unwrap_or(false))
+        Ok(tokio::fs::metadata(&dir)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false))
     }
 
     async fn create_container(&self, container: &str) -> BlobResult<()> {
         let dir = self.container_dir(container)?;
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| self.other(e))
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| self.other(e))
     }
 
     async fn list(&self, container: &str, prefix: &str) -> BlobResult<Vec<BlobMeta>> {
@@ -118,7 +151,10 @@ impl BlobStore for LocalDirStore {
         .map_err(|e| self.other(e))?;
         found.retain(|(name, _)| name.starts_with(prefix));
         found.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(found.into_iter().map(|(name, md)| Self::meta(name, &md)).collect())
+        Ok(found
+            .into_iter()
+            .map(|(name, md)| Self::meta(name, &md))
+            .collect())
     }
 
     async fn head(&self, container: &str, blob: &str) -> BlobResult<Option<BlobMeta>> {
@@ -137,7 +173,9 @@ impl BlobStore for LocalDirStore {
         let path = Self::blob_path(&dir, blob)?;
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Bytes::from(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(container, blob)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.not_found(container, blob))
+            }
             Err(e) => Err(self.other(e)),
         }
     }
@@ -146,10 +184,16 @@ impl BlobStore for LocalDirStore {
         let dir = self.existing_container(container).await?;
         let path = Self::blob_path(&dir, blob)?;
         let parent = path.parent().expect("blob has a parent").to_path_buf();
-        tokio::fs::create_dir_all(&parent).await.map_err(|e| self.other(e))?;
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|e| self.other(e))?;
         let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        tokio::fs::write(&tmp, &data).await.map_err(|e| self.other(e))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| self.other(e))
+        tokio::fs::write(&tmp, &data)
+            .await
+            .map_err(|e| self.other(e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| self.other(e))
     }
 
     async fn delete(&self, container: &str, blob: &str) -> BlobResult<()> {
@@ -178,21 +222,47 @@ mod tests {
         store.create_container("backups").await.unwrap();
         assert!(store.container_exists("backups").await.unwrap());
 
-        store.put("backups", "svc.b", Bytes::from_static(b"two")).await.unwrap();
-        store.put("backups", "svc.a", Bytes::from_static(b"one")).await.unwrap();
-        store.put("backups", "dir/other", Bytes::from_static(b"x")).await.unwrap();
-        let names: Vec<_> =
-            store.list("backups", "svc.").await.unwrap().into_iter().map(|m| m.name).collect();
+        store
+            .put("backups", "svc.b", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        store
+            .put("backups", "svc.a", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        store
+            .put("backups", "dir/other", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let names: Vec<_> = store
+            .list("backups", "svc.")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         assert_eq!(names, ["svc.a", "svc.b"]);
-        assert_eq!(store.list("backups", "dir/").await.unwrap()[0].name, "dir/other");
-        assert_eq!(store.get("backups", "svc.b").await.unwrap(), Bytes::from_static(b"two"));
-        assert_eq!(store.head("backups", "svc.a").await.unwrap().unwrap().size, 3);
+        assert_eq!(
+            store.list("backups", "dir/").await.unwrap()[0].name,
+            "dir/other"
+        );
+        assert_eq!(
+            store.get("backups", "svc.b").await.unwrap(),
+            Bytes::from_static(b"two")
+        );
+        assert_eq!(
+            store.head("backups", "svc.a").await.unwrap().unwrap().size,
+            3
+        );
         assert_eq!(store.head("backups", "nope").await.unwrap(), None);
         let err = store.get("backups", "nope").await.unwrap_err();
         assert!(matches!(err, BlobError::BlobNotFound { .. }), "{err}");
         store.delete("backups", "svc.a").await.unwrap();
         store.delete("backups", "svc.a").await.unwrap();
         assert_eq!(store.list("backups", "svc.").await.unwrap().len(), 1);
-        assert!(matches!(store.get("backups", "../x").await, Err(BlobError::InvalidName(_))));
+        assert!(matches!(
+            store.get("backups", "../x").await,
+            Err(BlobError::InvalidName(_))
+        ));
     }
 }

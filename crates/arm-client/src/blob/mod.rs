@@ -2,7 +2,10 @@
 //!
 //! A [`BlobStore`] is one storage account. Implementations:
 //! - [`LocalDirStore`]: a directory per account, containers as sub-directories (embedded mode).
-//! - the Azure implementation (Azure Storage and Azurite), added by the arm-client work.
+//! - [`AzureBlobStore`]: Azure Storage and Azurite, with an account key or an Entra token.
+//!
+//! [`open`] picks one for a [`StorageTarget`]: `dir:PATH` endpoints are local directories,
+//! `https://` URLs are Azure, `http://` is accepted only for loopback hosts (Azurite).
 //!
 //! The trait deliberately covers only what drsync needs: container checks, listing under a
 //! prefix, head, small reads and writes (catalog sidecars, emulator backup envelopes), delete.
@@ -13,9 +16,18 @@ use bytes::Bytes;
 
 use drsync_core::Timestamp;
 
+mod azure;
 mod local;
 
+pub use azure::{AzureBlobStore, BlobAuth, STORAGE_VERSION, shared_key_signature, string_to_sign};
 pub use local::LocalDirStore;
+
+use std::sync::Arc;
+
+use drsync_core::{Secret, StorageTarget};
+
+use crate::credential::{TokenCache, TokenCredential};
+use crate::error::{Error, Result};
 
 /// What a blob operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -93,4 +105,122 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn put(&self, container: &str, blob: &str, data: Bytes) -> BlobResult<()>;
     /// Deletes a blob; succeeds if it was already gone.
     async fn delete(&self, container: &str, blob: &str) -> BlobResult<()>;
+}
+
+/// Opens the blob store of a storage target.
+///
+/// - `dir:PATH`: a [`LocalDirStore`] rooted at `PATH` (the account's containers are its
+///   sub-directories); no credentials needed.
+/// - `https://...` or `http://<loopback>...`: an [`AzureBlobStore`] authenticated with `key`
+///   (Shared Key) when given, else with tokens from `credential`.
+///
+/// Plain HTTP to any host other than loopback is refused, as is an Azure endpoint with neither
+/// a key nor a credential.
+pub fn open(
+    target: &StorageTarget,
+    key: Option<Secret>,
+    credential: Option<Arc<dyn TokenCredential>>,
+) -> Result<Arc<dyn BlobStore>> {
+    let endpoint = target.endpoint.trim();
+    if let Some(path) = endpoint.strip_prefix("dir:") {
+        if path.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "storage account `{}`: endpoint `dir:` names no directory",
+                target.account
+            )));
+        }
+        return Ok(Arc::new(LocalDirStore::new(target.account.clone(), path)));
+    }
+    let url = url::Url::parse(endpoint).map_err(|e| {
+        Error::InvalidConfig(format!(
+            "storage account `{}`: endpoint `{endpoint}` is not a URL or `dir:PATH`: {e}",
+            target.account
+        ))
+    })?;
+    let auth = match (key, credential) {
+        (Some(key), _) => BlobAuth::SharedKey(key),
+        (None, Some(credential)) => BlobAuth::Token(Arc::new(TokenCache::new(
+            credential,
+            Arc::new(drsync_core::SystemClock),
+        ))),
+        (None, None) => {
+            return Err(Error::InvalidConfig(format!(
+                "storage account `{}` needs an account key or an Entra ID credential",
+                target.account
+            )));
+        }
+    };
+    Ok(Arc::new(AzureBlobStore::new(
+        target.account.clone(),
+        url,
+        auth,
+    )?))
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+    use drsync_core::StorageAccess;
+
+    fn target(endpoint: &str) -> StorageTarget {
+        StorageTarget {
+            account: "drsyncneu".into(),
+            container: "apim-backups".into(),
+            endpoint: endpoint.into(),
+            access: StorageAccess::SystemAssignedIdentity,
+        }
+    }
+
+    fn key() -> Option<Secret> {
+        Some(Secret::new("a2V5"))
+    }
+
+    #[tokio::test]
+    async fn dir_endpoints_open_a_local_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(
+            &target(&format!("dir:{}", tmp.path().display())),
+            None,
+            None,
+        )
+        .unwrap();
+        store.create_container("apim-backups").await.unwrap();
+        assert!(tmp.path().join("apim-backups").is_dir());
+        assert!(open(&target("dir:"), None, None).is_err());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(
+            open(
+                &target("http://127.0.0.1:10000/devstoreaccount1"),
+                key(),
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            open(
+                &target("https://drsyncneu.blob.core.windows.net"),
+                key(),
+                None
+            )
+            .is_ok()
+        );
+        let err = open(
+            &target("http://drsyncneu.blob.core.windows.net"),
+            key(),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InsecureUrl { .. }), "{err}");
+        let err = open(
+            &target("https://drsyncneu.blob.core.windows.net"),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("needs an account key"), "{err}");
+        assert!(open(&target("not a url"), key(), None).is_err());
+    }
 }

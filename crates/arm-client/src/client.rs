@@ -1,0 +1,769 @@
+//! [`ArmClient`]: API Management operations over the pipeline, and the async driver of the
+//! long-running-operation poller.
+//!
+//! Every method builds its URL and body with the pure helpers of [`crate::apim`], sends them
+//! through the pipeline (limits, token, retries) and parses the answer into typed results.
+//! Backup and restore return at once with a [`LroStart`]: the caller may checkpoint the
+//! [`PollState`] and continue with [`ArmClient::poll_once`] or [`ArmClient::wait`], here or
+//! in another process.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use drsync_core::{Clock, ServiceRef, SubscriptionId};
+
+use crate::apim::{
+    ApiSummary, ApimService, BackupRestoreRequest, NamedValueSummary, Page, ProductSummary,
+    SyncState, WireApiProps, WireItem, WireNamedValueProps, WireProductProps, backup_restore_body,
+};
+use crate::credential::{ARM_SCOPE, TokenCache, TokenCredential};
+use crate::error::{Error, Result};
+use crate::lro::{
+    self, LroFailure, LroOperation, LroResponse, Next, PollState, PollerConfig, Started,
+};
+use crate::pipeline::{Kind, Pipeline, Request, Response};
+use crate::retry::RetryPolicy;
+use crate::security::{check_credential_url, pin_url};
+
+pub use crate::pipeline::ArmLimits;
+
+/// The default api-version: the newest stable one with backup and restore.
+pub const DEFAULT_API_VERSION: &str = "2024-05-01";
+
+/// At most this many pages are followed in one listing (a loop guard).
+const MAX_PAGES: usize = 10_000;
+
+/// The client's settings.
+#[derive(Debug, Clone)]
+pub struct ArmClientConfig {
+    /// The ARM endpoint: `https://management.azure.com/`, or the emulator's loopback URL.
+    pub endpoint: Url,
+    /// The api-version of every call (default [`DEFAULT_API_VERSION`]).
+    pub api_version: String,
+    /// Pacing per subscription.
+    pub limits: ArmLimits,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Polling of long-running operations.
+    pub poller: PollerConfig,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+    /// The token scope (default [`ARM_SCOPE`]).
+    pub scope: String,
+    /// How long one HTTP request may take.
+    pub request_timeout: Duration,
+    /// A seed for the retry jitter (tests); `None` seeds from the OS.
+    pub jitter_seed: Option<u64>,
+}
+
+impl ArmClientConfig {
+    /// Defaults for `endpoint`.
+    pub fn new(endpoint: Url) -> Self {
+        Self {
+            endpoint,
+            api_version: DEFAULT_API_VERSION.into(),
+            limits: ArmLimits::default(),
+            retry: RetryPolicy::default(),
+            poller: PollerConfig::default(),
+            user_agent: format!("drsync/{}", env!("CARGO_PKG_VERSION")),
+            scope: ARM_SCOPE.into(),
+            request_timeout: Duration::from_secs(60),
+            jitter_seed: None,
+        }
+    }
+}
+
+/// The answer to a backup or restore POST.
+#[allow(clippy::large_enum_variant)] // Built once per operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LroStart {
+    /// ARM completed it synchronously.
+    Done(ApimService),
+    /// Running: poll it (and checkpoint the state first, if you want to resume after a crash).
+    Pending(PollState),
+}
+
+/// The result of one poll.
+#[allow(clippy::large_enum_variant)] // Built once per poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollStep {
+    /// Still running; poll again at `state.next_poll_at`.
+    Pending(PollState),
+    /// Finished successfully.
+    Done(ApimService),
+}
+
+/// Counters of what the client sent and received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSnapshot {
+    /// HTTP requests sent to ARM (every attempt counts).
+    pub requests_sent: u64,
+    /// `429` answers received.
+    pub throttled_429: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// `408`/`5xx` answers received.
+    pub server_errors: u64,
+    /// Connection failures.
+    pub transport_errors: u64,
+    /// `401` answers received.
+    pub unauthorized_401: u64,
+    /// Slow-downs because `x-ms-ratelimit-remaining-*` ran low.
+    pub slowdowns: u64,
+    /// Tokens fetched from the credential.
+    pub token_fetches: u64,
+}
+
+/// An authenticated, paced, retrying Azure Resource Manager client for API Management.
+#[derive(Debug, Clone)]
+pub struct ArmClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pipeline: Pipeline,
+    api_version: String,
+    poller: PollerConfig,
+}
+
+fn op_failed(operation: LroOperation, service: &str, f: LroFailure, waited: Duration) -> Error {
+    let operation = format!("{} of {service}", operation.as_str());
+    match f {
+        LroFailure::Operation { status, body } => Error::OperationFailed {
+            operation,
+            status,
+            body,
+        },
+        LroFailure::Timeout => Error::PollTimeout { operation, waited },
+        LroFailure::ForeignHost(message) => Error::Decode { operation, message },
+        LroFailure::BadResponse(message) => Error::Decode { operation, message },
+    }
+}
+
+fn service_name_of(resource_url: &str) -> String {
+    Url::parse(resource_url)
+        .ok()
+        .and_then(|u| {
+            u.path_segments()
+                .and_then(|mut s| s.next_back().map(String::from))
+        })
+        .unwrap_or_default()
+}
+
+impl ArmClient {
+    /// A client for `config.endpoint` with tokens from `credential` (cached by the client).
+    pub fn new(
+        config: ArmClientConfig,
+        credential: Arc<dyn TokenCredential>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        check_credential_url(&config.endpoint)?;
+        if config.endpoint.cannot_be_a_base() || config.endpoint.host_str().is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "ARM endpoint `{}` is not a base URL",
+                config.endpoint
+            )));
+        }
+        if config.api_version.trim().is_empty() {
+            return Err(Error::InvalidConfig("api_version is empty".into()));
+        }
+        let pipeline = Pipeline::new(
+            config.endpoint,
+            credential,
+            clock,
+            config.scope,
+            config.retry,
+            config.limits,
+            &config.user_agent,
+            config.request_timeout,
+            config.jitter_seed,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pipeline,
+                api_version: config.api_version,
+                poller: config.poller,
+            }),
+        })
+    }
+
+    /// The ARM endpoint.
+    pub fn endpoint(&self) -> &Url {
+        &self.inner.pipeline.endpoint
+    }
+
+    /// The api-version in use.
+    pub fn api_version(&self) -> &str {
+        &self.inner.api_version
+    }
+
+    /// The client's token cache (shared by all its calls).
+    pub fn token_cache(&self) -> &Arc<TokenCache> {
+        &self.inner.pipeline.tokens
+    }
+
+    /// What the client has sent and received so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let m = &self.inner.pipeline.metrics;
+        MetricsSnapshot {
+            requests_sent: m.sent.load(Ordering::Relaxed),
+            throttled_429: m.throttled.load(Ordering::Relaxed),
+            retries: m.retries.load(Ordering::Relaxed),
+            server_errors: m.server_errors.load(Ordering::Relaxed),
+            transport_errors: m.transport_errors.load(Ordering::Relaxed),
+            unauthorized_401: m.unauthorized.load(Ordering::Relaxed),
+            slowdowns: m.slowdowns.load(Ordering::Relaxed),
+            token_fetches: self.inner.pipeline.tokens.fetch_count(),
+        }
+    }
+
+    /// `{endpoint}/{segments...}?api-version=...`.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.pipeline.endpoint.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        {
+            let mut path = url.path_segments_mut().expect("checked base URL");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        url.query_pairs_mut()
+            .append_pair("api-version", &self.inner.api_version);
+        url
+    }
+
+    /// The resource URL of a service, optionally with a child path.
+    pub fn service_url(&self, service: &ServiceRef, child: &[&str]) -> Url {
+        let mut segs = vec![
+            "subscriptions",
+            service.subscription.as_str(),
+            "resourceGroups",
+            &service.resource_group,
+            "providers",
+            "Microsoft.ApiManagement",
+            "service",
+            &service.name,
+        ];
+        segs.extend_from_slice(child);
+        self.url(&segs)
+    }
+
+    fn get_request(&self, url: Url, operation: &str, service: &str) -> Request {
+        Request {
+            method: reqwest::Method::GET,
+            url,
+            body: None,
+            kind: Kind::Read,
+            idempotent: true,
+            operation: operation.into(),
+            service: service.into(),
+            raw_client_errors: false,
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(resp: &Response, operation: &str) -> Result<T> {
+        serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
+            operation: operation.into(),
+            message: format!("invalid JSON: {e}"),
+        })
+    }
+
+    fn parse_service(body: &serde_json::Value, operation: &str) -> Result<ApimService> {
+        ApimService::from_json(body).map_err(|message| Error::Decode {
+            operation: operation.into(),
+            message,
+        })
+    }
+
+    /// `GET .../service/{name}`.
+    pub async fn get_service(&self, service: &ServiceRef) -> Result<ApimService> {
+        let op = "get service";
+        let resp = self
+            .inner
+            .pipeline
+            .send(self.get_request(self.service_url(service, &[]), op, &service.name))
+            .await?;
+        Self::parse_service(&Self::parse(&resp, op)?, op)
+    }
+
+    /// Lists the services of a subscription, or of one resource group, following `nextLink`.
+    pub async fn list_services(
+        &self,
+        subscription: &SubscriptionId,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<ApimService>> {
+        let url = match resource_group {
+            Some(rg) => self.url(&[
+                "subscriptions",
+                subscription.as_str(),
+                "resourceGroups",
+                rg,
+                "providers",
+                "Microsoft.ApiManagement",
+                "service",
+            ]),
+            None => self.url(&[
+                "subscriptions",
+                subscription.as_str(),
+                "providers",
+                "Microsoft.ApiManagement",
+                "service",
+            ]),
+        };
+        let items: Vec<serde_json::Value> = self
+            .list_pages(url, "list services", subscription.as_str())
+            .await?;
+        items
+            .iter()
+            .map(|v| Self::parse_service(v, "list services"))
+            .collect()
+    }
+
+    async fn list_pages<T: DeserializeOwned>(
+        &self,
+        first: Url,
+        operation: &str,
+        service: &str,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(url) = next.take() {
+            if !seen.insert(url.to_string()) || seen.len() > MAX_PAGES {
+                return Err(Error::Decode {
+                    operation: operation.into(),
+                    message: "nextLink loops or the listing has too many pages".into(),
+                });
+            }
+            let resp = self
+                .inner
+                .pipeline
+                .send(self.get_request(url, operation, service))
+                .await?;
+            let page: Page<T> = Self::parse(&resp, operation)?;
+            if let Some(link) = page.next() {
+                next = Some(pin_url(&self.inner.pipeline.endpoint, link)?);
+            }
+            out.extend(page.value);
+        }
+        Ok(out)
+    }
+
+    /// Starts a backup of `service` into the request's storage account and container.
+    pub async fn begin_backup(
+        &self,
+        service: &ServiceRef,
+        req: &BackupRestoreRequest,
+    ) -> Result<LroStart> {
+        self.begin(LroOperation::Backup, service, req).await
+    }
+
+    /// Starts a restore of the request's backup into `service`.
+    pub async fn begin_restore(
+        &self,
+        service: &ServiceRef,
+        req: &BackupRestoreRequest,
+    ) -> Result<LroStart> {
+        self.begin(LroOperation::Restore, service, req).await
+    }
+
+    async fn begin(
+        &self,
+        operation: LroOperation,
+        service: &ServiceRef,
+        req: &BackupRestoreRequest,
+    ) -> Result<LroStart> {
+        let body = backup_restore_body(req, &self.inner.api_version)?;
+        let url = self.service_url(service, &[operation.as_str()]);
+        let resource_url = self.service_url(service, &[]).to_string();
+        let op_name = format!("begin {}", operation.as_str());
+        let request = Request {
+            method: reqwest::Method::POST,
+            url,
+            body: Some(body),
+            kind: Kind::Write,
+            idempotent: false,
+            operation: op_name.clone(),
+            service: service.name.clone(),
+            raw_client_errors: false,
+        };
+        tracing::info!(service = %service.name, backup = %req.backup_name, "starting {}", operation.as_str());
+        let resp = self.inner.pipeline.send(request).await?;
+        let now = self.inner.pipeline.clock.now();
+        let lro_resp = LroResponse {
+            status: resp.status,
+            headers: &resp.headers,
+            body: &resp.body,
+        };
+        match lro::start(operation, &resource_url, lro_resp, now, &self.inner.poller) {
+            Ok(Started::Done(Some(body))) => {
+                Ok(LroStart::Done(Self::parse_service(&body, &op_name)?))
+            }
+            Ok(Started::Done(None)) => Ok(LroStart::Done(self.get_service(service).await?)),
+            Ok(Started::Pending(state)) => Ok(LroStart::Pending(state)),
+            Err(f) => Err(op_failed(operation, &service.name, f, Duration::ZERO)),
+        }
+    }
+
+    /// Polls once, now (whatever `state.next_poll_at` says): the new state, or the result.
+    /// On a transport or retry-exhausted error the given state is still valid: poll again.
+    pub async fn poll_once(&self, state: &PollState) -> Result<PollStep> {
+        let pinned = Url::parse(&state.resource_url).map_err(|e| Error::Decode {
+            operation: "resume polling".into(),
+            message: format!("resource URL in the poll state is not a URL: {e}"),
+        })?;
+        // The state may come from a checkpoint: check it against this client's endpoint.
+        pin_url(&self.inner.pipeline.endpoint, pinned.as_str())?;
+        let url = pin_url(&pinned, &state.url)?;
+        let service = service_name_of(&state.resource_url);
+        let op_name = format!("poll {}", state.operation.as_str());
+        let mut request = self.get_request(url, &op_name, &service);
+        request.raw_client_errors = true;
+        let resp = self.inner.pipeline.send(request).await?;
+        let now = self.inner.pipeline.clock.now();
+        let lro_resp = LroResponse {
+            status: resp.status,
+            headers: &resp.headers,
+            body: &resp.body,
+        };
+        let (new_state, next) = lro::on_response(state.clone(), lro_resp, now, &self.inner.poller);
+        let waited = (now - state.started_at).to_std().unwrap_or_default();
+        match next {
+            Next::Poll { .. } => Ok(PollStep::Pending(new_state)),
+            Next::Done(Some(body)) => Ok(PollStep::Done(Self::parse_service(&body, &op_name)?)),
+            Next::Done(None) => {
+                let url = pin_url(&self.inner.pipeline.endpoint, &state.resource_url)?;
+                let resp = self
+                    .inner
+                    .pipeline
+                    .send(self.get_request(url, "get service", &service))
+                    .await?;
+                Ok(PollStep::Done(Self::parse_service(
+                    &Self::parse(&resp, "get service")?,
+                    "get service",
+                )?))
+            }
+            Next::Failed(f) => Err(op_failed(state.operation, &service, f, waited)),
+        }
+    }
+
+    /// Polls until the operation ends, sleeping until each `next_poll_at`. `progress` sees
+    /// every new state (checkpoint it there to resume after a crash).
+    pub async fn wait(
+        &self,
+        mut state: PollState,
+        mut progress: impl FnMut(&PollState) + Send,
+    ) -> Result<ApimService> {
+        loop {
+            let now = self.inner.pipeline.clock.now();
+            if state.next_poll_at > now {
+                tokio::time::sleep((state.next_poll_at - now).to_std().unwrap_or_default()).await;
+            }
+            match self.poll_once(&state).await? {
+                PollStep::Done(svc) => return Ok(svc),
+                PollStep::Pending(s) => {
+                    progress(&s);
+                    state = s;
+                }
+            }
+        }
+    }
+
+    /// `GET .../tenant/configuration/syncState`: when the configuration last changed.
+    pub async fn sync_state(&self, service: &ServiceRef) -> Result<SyncState> {
+        let op = "get syncState";
+        let url = self.service_url(service, &["tenant", "configuration", "syncState"]);
+        let resp = self
+            .inner
+            .pipeline
+            .send(self.get_request(url, op, &service.name))
+            .await?;
+        let v: serde_json::Value = Self::parse(&resp, op)?;
+        SyncState::from_json(&v).map_err(|message| Error::Decode {
+            operation: op.into(),
+            message,
+        })
+    }
+
+    /// Lists the service's APIs.
+    pub async fn list_apis(&self, service: &ServiceRef) -> Result<Vec<ApiSummary>> {
+        let items: Vec<WireItem<WireApiProps>> = self
+            .list_pages(
+                self.service_url(service, &["apis"]),
+                "list apis",
+                &service.name,
+            )
+            .await?;
+        Ok(items.into_iter().map(ApiSummary::from).collect())
+    }
+
+    /// Lists the service's products.
+    pub async fn list_products(&self, service: &ServiceRef) -> Result<Vec<ProductSummary>> {
+        let items: Vec<WireItem<WireProductProps>> = self
+            .list_pages(
+                self.service_url(service, &["products"]),
+                "list products",
+                &service.name,
+            )
+            .await?;
+        Ok(items.into_iter().map(ProductSummary::from).collect())
+    }
+
+    /// Lists the service's named values (secret values are never kept).
+    pub async fn list_named_values(&self, service: &ServiceRef) -> Result<Vec<NamedValueSummary>> {
+        let items: Vec<WireItem<WireNamedValueProps>> = self
+            .list_pages(
+                self.service_url(service, &["namedValues"]),
+                "list named values",
+                &service.name,
+            )
+            .await?;
+        Ok(items.into_iter().map(NamedValueSummary::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::StaticTokenCredential;
+    use drsync_core::{ManualClock, Secret};
+
+    fn client(endpoint: &str) -> Result<ArmClient> {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH));
+        let cred = Arc::new(StaticTokenCredential::new(Secret::new("tok"), None));
+        ArmClient::new(
+            ArmClientConfig::new(Url::parse(endpoint).unwrap()),
+            cred,
+            clock,
+        )
+    }
+
+    fn sref() -> ServiceRef {
+        let sub = SubscriptionId::parse("00000000-0000-0000-0000-000000000000").unwrap();
+        ServiceRef::new(sub, "rg1", "apimService1").unwrap()
+    }
+
+    #[test]
+    fn endpoints_must_be_https_or_loopback() {
+        assert!(client("https://management.azure.com").is_ok());
+        assert!(client("http://127.0.0.1:8080").is_ok());
+        assert!(matches!(
+            client("http://management.azure.com"),
+            Err(Error::InsecureUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn urls_follow_the_arm_layout() {
+        let c = client("https://management.azure.com/").unwrap();
+        assert_eq!(
+            c.service_url(&sref(), &["backup"]).as_str(),
+            "https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1/backup?api-version=2024-05-01"
+        );
+        let c = client("http://127.0.0.1:4000").unwrap();
+        assert_eq!(
+            c.service_url(&sref(), &["tenant", "configuration", "syncState"])
+                .path(),
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1/tenant/configuration/syncState"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poll_state_pointing_elsewhere_sends_nothing() {
+        let c = client("https://management.azure.com").unwrap();
+        let resource = c.service_url(&sref(), &[]).to_string();
+        let state = PollState {
+            operation: LroOperation::Restore,
+            resource_url: resource.clone(),
+            kind: lro::PollKind::Location,
+            url: "https://evil.example.com/operationresults/1".into(),
+            location: None,
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            next_poll_at: chrono::DateTime::UNIX_EPOCH,
+            deadline: chrono::DateTime::UNIX_EPOCH + chrono::Duration::hours(1),
+            polls: 0,
+            last_status: None,
+        };
+        let err = c.poll_once(&state).await.unwrap_err();
+        assert!(matches!(err, Error::ForeignHost { .. }), "{err}");
+        // A checkpoint from another ARM endpoint is refused too.
+        let other = client("https://management.usgovcloudapi.net").unwrap();
+        let state = PollState {
+            url: resource.clone(),
+            ..state
+        };
+        let err = other.poll_once(&state).await.unwrap_err();
+        assert!(matches!(err, Error::ForeignHost { .. }), "{err}");
+        assert_eq!(c.metrics().requests_sent + other.metrics().requests_sent, 0);
+        assert_eq!(c.metrics().token_fetches + other.metrics().token_fetches, 0);
+    }
+
+    /// A one-request-per-connection HTTP server answering from a script; `None` drops the
+    /// connection after reading the request. Returns its base URL and the request heads.
+    async fn scripted(
+        script: Vec<Option<(u16, &'static str, &'static str)>>,
+    ) -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let heads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            for answer in script {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                seen.lock().push(String::from_utf8_lossy(&buf).into_owned());
+                if let Some((status, headers, body)) = answer {
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    sock.write_all(resp.as_bytes()).await.unwrap();
+                }
+                drop(sock);
+            }
+        });
+        (base, heads)
+    }
+
+    fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    const SERVICE: &str = r#"{"id":"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1","name":"apimService1","sku":{"name":"Developer","capacity":1},"properties":{"provisioningState":"Succeeded"}}"#;
+
+    fn fast(base: &str) -> ArmClient {
+        let mut cfg = ArmClientConfig::new(Url::parse(base).unwrap());
+        cfg.retry.base_delay = Duration::from_millis(5);
+        cfg.jitter_seed = Some(1);
+        let cred = Arc::new(StaticTokenCredential::new(Secret::new("tok-abc"), None));
+        ArmClient::new(cfg, cred, Arc::new(drsync_core::SystemClock)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_attempt_carries_the_token_and_one_client_request_id() {
+        let (base, heads) = scripted(vec![
+            Some((
+                503,
+                "retry-after-ms: 20\r\n",
+                r#"{"error":{"code":"ServiceUnavailable","message":"busy"}}"#,
+            )),
+            None,
+            Some((
+                401,
+                "",
+                r#"{"error":{"code":"ExpiredAuthenticationToken","message":"expired"}}"#,
+            )),
+            Some((200, "", SERVICE)),
+        ])
+        .await;
+        let c = fast(&base);
+        let svc = c.get_service(&sref()).await.unwrap();
+        assert_eq!(svc.sku().unwrap().tier, drsync_core::SkuTier::Developer);
+        let heads = heads.lock().clone();
+        assert_eq!(heads.len(), 4);
+        let ids: Vec<&str> = heads
+            .iter()
+            .map(|h| header_of(h, "x-ms-client-request-id").unwrap())
+            .collect();
+        assert!(uuid::Uuid::parse_str(ids[0]).is_ok(), "{ids:?}");
+        assert!(
+            ids.iter().all(|i| *i == ids[0]),
+            "one id across retries: {ids:?}"
+        );
+        for h in &heads {
+            assert!(h.starts_with("GET /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1?api-version=2024-05-01 "), "{h}");
+            assert_eq!(header_of(h, "authorization"), Some("Bearer tok-abc"));
+            assert!(header_of(h, "user-agent").unwrap().starts_with("drsync/"));
+        }
+        // The cached token never shows in the client's Debug output.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("tok-abc"), "{dbg}");
+        let m = c.metrics();
+        assert_eq!(
+            (
+                m.requests_sent,
+                m.server_errors,
+                m.transport_errors,
+                m.unauthorized_401,
+                m.retries
+            ),
+            (4, 1, 1, 1, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_backup_post_is_reported_not_resent() {
+        let (base, heads) = scripted(vec![None, Some((202, "", ""))]).await;
+        let c = fast(&base);
+        let req = crate::apim::BackupRestoreRequest {
+            storage_account: "acct".into(),
+            container: "backups".into(),
+            backup_name: "b1".into(),
+            access: crate::apim::BackupAccess::AccessKey(Secret::new("S3CRETKEY")),
+        };
+        let err = c.begin_backup(&sref(), &req).await.unwrap_err();
+        assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
+        assert!(!err.to_string().contains("S3CRETKEY"));
+        let heads = heads.lock().clone();
+        assert_eq!(heads.len(), 1, "exactly one POST");
+        assert!(heads[0].starts_with("POST "), "{}", heads[0]);
+        assert_eq!(
+            header_of(&heads[0], "content-type"),
+            Some("application/json")
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_answers_and_low_remaining_counts_slow_down() {
+        let (base, heads) = scripted(vec![
+            Some((
+                429,
+                "retry-after: 1\r\nretry-after-ms: 30\r\n",
+                r#"{"error":{"code":"SubscriptionRequestsThrottled","message":"slow down"}}"#,
+            )),
+            Some((
+                200,
+                "x-ms-ratelimit-remaining-subscription-reads: 3\r\n",
+                SERVICE,
+            )),
+            Some((
+                200,
+                "x-ms-ratelimit-remaining-subscription-reads: 240\r\n",
+                SERVICE,
+            )),
+        ])
+        .await;
+        let mut cfg = ArmClientConfig::new(Url::parse(&base).unwrap());
+        cfg.retry.base_delay = Duration::from_millis(5);
+        cfg.limits.reads_per_second = 1000.0;
+        cfg.jitter_seed = Some(3);
+        let cred = Arc::new(StaticTokenCredential::new(Secret::new("t"), None));
+        let c = ArmClient::new(cfg, cred, Arc::new(drsync_core::SystemClock)).unwrap();
+        c.get_service(&sref()).await.unwrap();
+        c.get_service(&sref()).await.unwrap();
+        assert_eq!(heads.lock().len(), 3);
+        let m = c.metrics();
+        assert_eq!(
+            (m.throttled_429, m.retries, m.slowdowns),
+            (1, 1, 1),
+            "{m:?}"
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! The request pipeline: the only place that sends requests to ARM.
+//!
+//! For every call, in order: pin the URL to the ARM endpoint's host, wait for the
+//! subscription's read or write limiter and for any hold (a 429's Retry-After, a slow-down as
+//! `x-ms-ratelimit-remaining-*` runs low), attach a bearer token from the cache and an
+//! `x-ms-client-request-id`, send, classify the answer, and let the pure
+//! [`RetryPolicy`](crate::retry::RetryPolicy) decide. A 401 drops the token and retries once.
+//! A non-idempotent request (backup, restore) whose fate is unknown is never resent.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rand::{Rng, SeedableRng};
+use tracing::Instrument;
+use url::Url;
+
+use drsync_core::{Clock, Timestamp};
+
+use crate::credential::{TokenCache, TokenCredential};
+use crate::error::{ArmErrorBody, Error, Result, display_url};
+use crate::retry::{
+    FailureClass, RetryDecision, RetryPolicy, classify_status, ratelimit_remaining,
+    server_retry_after, slow_down,
+};
+use crate::security::{authority, check_credential_url};
+
+/// Which ARM token bucket a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Read,
+    Write,
+}
+
+/// One logical request.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub method: reqwest::Method,
+    pub url: Url,
+    pub body: Option<serde_json::Value>,
+    pub kind: Kind,
+    /// Whether sending it twice is harmless. Backup and restore POSTs are not.
+    pub idempotent: bool,
+    /// For messages and spans: `get service`, `begin backup`.
+    pub operation: String,
+    /// For messages and spans: the service name, or the subscription for listings.
+    pub service: String,
+    /// This is a GET of a polling URL: a 4xx (other than 401), or a 5xx carrying an
+    /// operation-specific error code, is the operation's failure, which the poller reads, and is
+    /// returned as a response instead of being retried or turned into an error. A 5xx with a
+    /// generic code (see [`is_generic_server_code`]) is a hiccup of the endpoint: retried.
+    pub raw_client_errors: bool,
+}
+
+/// An answer.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Counters, for benchmarks and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub sent: AtomicU64,
+    pub throttled: AtomicU64,
+    pub retries: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub transport_errors: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub slowdowns: AtomicU64,
+}
+
+/// The limits of ARM's token buckets, per subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmLimits {
+    /// Whether drsync paces itself (governor limiters and slow-down). Off, it relies on 429s
+    /// and Retry-After alone; benchmarks compare the two.
+    pub enabled: bool,
+    /// Read refill per second: 25 (Azure's subscription read bucket, PROTOCOL.md section 4).
+    pub reads_per_second: f64,
+    /// Read bucket size: 250.
+    pub read_burst: u32,
+    /// Write refill per second: 10.
+    pub writes_per_second: f64,
+    /// Write bucket size: 200.
+    pub write_burst: u32,
+    /// Below this many remaining requests (`x-ms-ratelimit-remaining-*`), space requests out.
+    pub low_water: u64,
+}
+
+impl Default for ArmLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reads_per_second: 25.0,
+            read_burst: 250,
+            writes_per_second: 10.0,
+            write_burst: 200,
+            low_water: 20,
+        }
+    }
+}
+
+impl ArmLimits {
+    fn quota(rate: f64, burst: u32, what: &str) -> Result<Quota> {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "{what} per second must be positive, got {rate}"
+            )));
+        }
+        let burst = NonZeroU32::new(burst)
+            .ok_or_else(|| Error::InvalidConfig(format!("{what} burst must be at least 1")))?;
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let quota = Quota::with_period(period).ok_or_else(|| {
+            Error::InvalidConfig(format!("{what} per second is too high: {rate}"))
+        })?;
+        Ok(quota.allow_burst(burst))
+    }
+
+    fn refill(&self, kind: Kind) -> f64 {
+        match kind {
+            Kind::Read => self.reads_per_second,
+            Kind::Write => self.writes_per_second,
+        }
+    }
+}
+
+pub(crate) struct Pipeline {
+    pub endpoint: Url,
+    http: reqwest::Client,
+    pub tokens: Arc<TokenCache>,
+    scope: String,
+    pub clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+    limits: ArmLimits,
+    readers: DefaultKeyedRateLimiter<String>,
+    writers: DefaultKeyedRateLimiter<String>,
+    holds: parking_lot::Mutex<HashMap<(String, Kind), Timestamp>>,
+    rng: parking_lot::Mutex<rand::rngs::StdRng>,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("limits", &self.limits)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The subscription a URL is about (`/subscriptions/{id}/...`), the bucket key.
+fn subscription_of(url: &Url) -> String {
+    let mut segs = url.path_segments().into_iter().flatten();
+    while let Some(s) = segs.next() {
+        if s.eq_ignore_ascii_case("subscriptions") {
+            return segs.next().unwrap_or("").to_ascii_lowercase();
+        }
+    }
+    String::new()
+}
+
+/// Error codes that say "the endpoint had a problem", not "the operation failed": a polling
+/// URL answering 5xx with one of these (or with no code) is retried.
+pub(crate) fn is_generic_server_code(code: &str) -> bool {
+    const GENERIC: [&str; 6] = [
+        "",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "GatewayTimeout",
+        "BadGateway",
+        "RequestTimeout",
+    ];
+    GENERIC.iter().any(|g| g.eq_ignore_ascii_case(code.trim()))
+}
+
+fn std_duration(d: chrono::Duration) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+#[allow(clippy::too_many_arguments)]
+impl Pipeline {
+    pub fn new(
+        endpoint: Url,
+        credential: Arc<dyn TokenCredential>,
+        clock: Arc<dyn Clock>,
+        scope: String,
+        retry: RetryPolicy,
+        limits: ArmLimits,
+        user_agent: &str,
+        request_timeout: Duration,
+        seed: Option<u64>,
+    ) -> Result<Self> {
+        check_credential_url(&endpoint)?;
+        let http = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(Duration::from_secs(10).min(request_timeout))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(user_agent)
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("cannot build an HTTP client: {e}")))?;
+        let readers = RateLimiter::keyed(ArmLimits::quota(
+            limits.reads_per_second,
+            limits.read_burst,
+            "reads",
+        )?);
+        let writers = RateLimiter::keyed(ArmLimits::quota(
+            limits.writes_per_second,
+            limits.write_burst,
+            "writes",
+        )?);
+        let rng = match seed {
+            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
+        Ok(Self {
+            endpoint,
+            http,
+            tokens: Arc::new(TokenCache::new(credential, clock.clone())),
+            scope,
+            clock,
+            retry,
+            limits,
+            readers,
+            writers,
+            holds: parking_lot::Mutex::new(HashMap::new()),
+            rng: parking_lot::Mutex::new(rng),
+            metrics: Metrics::default(),
+        })
+    }
+
+    fn hold(&self, sub: &str, kind: Kind, until: Timestamp) {
+        let mut holds = self.holds.lock();
+        let e = holds.entry((sub.to_owned(), kind)).or_insert(until);
+        if *e < until {
+            *e = until;
+        }
+    }
+
+    async fn pace(&self, sub: &str, kind: Kind) {
+        if self.limits.enabled {
+            let key = sub.to_owned();
+            match kind {
+                Kind::Read => self.readers.until_key_ready(&key).await,
+                Kind::Write => self.writers.until_key_ready(&key).await,
+            }
+        }
+        // Holds: a 429's Retry-After applies to every request of the bucket, not only the
+        // one that got it; a slow-down spaces requests out. One sleep (not a loop on the
+        // clock), so an injected clock that does not move cannot hang a request.
+        let until = self.holds.lock().get(&(sub.to_owned(), kind)).copied();
+        let now = self.clock.now();
+        if let Some(u) = until.filter(|u| *u > now) {
+            tokio::time::sleep(std_duration(u - now)).await;
+        }
+    }
+
+    fn observe_headers(&self, sub: &str, kind: Kind, headers: &http::HeaderMap) {
+        if !self.limits.enabled {
+            return;
+        }
+        if let Some(remaining) = ratelimit_remaining(headers) {
+            if let Some(d) = slow_down(remaining, self.limits.low_water, self.limits.refill(kind)) {
+                self.metrics.slowdowns.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    remaining,
+                    delay_ms = d.as_millis() as u64,
+                    "ARM rate limit running low; slowing down"
+                );
+                let until = self.clock.now() + chrono::Duration::from_std(d).unwrap_or_default();
+                self.hold(sub, kind, until);
+            }
+        }
+    }
+
+    fn sample(&self) -> f64 {
+        self.rng.lock().random::<f64>()
+    }
+
+    /// Sends `req` with limiting, authentication and retries.
+    pub async fn send(&self, req: Request) -> Result<Response> {
+        let span = tracing::info_span!("arm", service = %req.service, operation = %req.operation);
+        self.send_inner(req).instrument(span).await
+    }
+
+    async fn send_inner(&self, req: Request) -> Result<Response> {
+        if req.url.scheme() != self.endpoint.scheme()
+            || authority(&req.url) != authority(&self.endpoint)
+        {
+            return Err(Error::ForeignHost {
+                url: display_url(&req.url),
+                expected: authority(&self.endpoint),
+            });
+        }
+        check_credential_url(&req.url)?;
+        let sub = subscription_of(&req.url);
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let started = self.clock.now();
+        let mut attempt: u32 = 0;
+        let mut reauthenticated = false;
+        loop {
+            attempt += 1;
+            let span = tracing::debug_span!("attempt", attempt, request_id = %request_id);
+            let outcome = self.attempt(&req, &sub, &request_id).instrument(span).await;
+            let elapsed = std_duration(self.clock.now() - started);
+            let (class, server_after, error) = match outcome {
+                Attempt::Done(resp) => return Ok(resp),
+                Attempt::Unauthorized { token, resp } if !reauthenticated => {
+                    // Drop the token and try once more with a fresh one; not a retry attempt.
+                    reauthenticated = true;
+                    attempt -= 1;
+                    tracing::info!("ARM answered 401; fetching a new token and retrying once");
+                    self.tokens.invalidate(&self.scope, &token).await;
+                    let _ = resp;
+                    continue;
+                }
+                Attempt::Unauthorized { resp, .. } => {
+                    return Err(self.arm_error(&req, resp, attempt));
+                }
+                Attempt::Status(resp) => {
+                    let class = classify_status(resp.status);
+                    if class == FailureClass::Throttled {
+                        self.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+                    } else if class == FailureClass::Server {
+                        self.metrics.server_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A gateway error after a non-idempotent request was sent: ARM may have
+                    // started the operation. Never resend it.
+                    if !req.idempotent && matches!(resp.status, 502 | 504) {
+                        return Err(Error::OutcomeUnknown {
+                            operation: format!("{} {}", req.operation, req.service),
+                            message: format!("HTTP {} from a gateway", resp.status),
+                        });
+                    }
+                    if req.raw_client_errors {
+                        let operation_failure = match class {
+                            FailureClass::Client => true,
+                            FailureClass::Server => {
+                                !is_generic_server_code(&ArmErrorBody::parse(&resp.body).code)
+                            }
+                            _ => false,
+                        };
+                        if operation_failure {
+                            return Ok(resp);
+                        }
+                    }
+                    let after = server_retry_after(&resp.headers, self.clock.now());
+                    (class, after, self.arm_error(&req, resp, attempt))
+                }
+                Attempt::Transport { message, sent } => {
+                    self.metrics
+                        .transport_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    if sent && !req.idempotent {
+                        return Err(Error::OutcomeUnknown {
+                            operation: format!("{} {}", req.operation, req.service),
+                            message,
+                        });
+                    }
+                    let error = Error::Transport {
+                        operation: format!("{} {}", req.operation, req.service),
+                        message,
+                        sent,
+                        attempts: attempt,
+                    };
+                    (FailureClass::Transient, None, error)
+                }
+                Attempt::Fatal(e) => return Err(e),
+            };
+            match self
+                .retry
+                .decide(attempt, elapsed, class, server_after, self.sample())
+            {
+                RetryDecision::GiveUp => return Err(error),
+                RetryDecision::Retry(wait) => {
+                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?class, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+                    if class == FailureClass::Throttled {
+                        // Everyone on this bucket waits, not only this request.
+                        let until =
+                            self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        self.hold(&sub, req.kind, until);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn arm_error(&self, req: &Request, resp: Response, attempts: u32) -> Error {
+        let request_id = resp
+            .headers
+            .get("x-ms-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        Error::Arm {
+            operation: format!("{} {}", req.operation, req.service),
+            status: resp.status,
+            body: Box::new(ArmErrorBody::parse(&resp.body)),
+            request_id,
+            attempts,
+        }
+    }
+
+    async fn attempt(&self, req: &Request, sub: &str, request_id: &str) -> Attempt {
+        self.pace(sub, req.kind).await;
+        let token = match self.tokens.get_token(&self.scope).await {
+            Ok(t) => t,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        let mut builder = self
+            .http
+            .request(req.method.clone(), req.url.clone())
+            .bearer_auth(token.token.expose())
+            .header("x-ms-client-request-id", request_id)
+            .header("accept", "application/json");
+        if let Some(body) = &req.body {
+            builder = builder
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("JSON values serialize"));
+        }
+        self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(method = %req.method, url = %display_url(&req.url), "sending");
+        let resp = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                // A connect error means nothing reached the server; anything else (timeout,
+                // reset mid-request) may have.
+                let sent = !e.is_connect();
+                return Attempt::Transport {
+                    message: e.without_url().to_string(),
+                    sent,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Transport {
+                    message: format!("reading the answer: {}", e.without_url()),
+                    sent: true,
+                };
+            }
+        };
+        self.observe_headers(sub, req.kind, &headers);
+        tracing::debug!(status, "answered");
+        let resp = Response {
+            status,
+            headers,
+            body,
+        };
+        match status {
+            200..=299 => Attempt::Done(resp),
+            401 => {
+                self.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+                Attempt::Unauthorized { token, resp }
+            }
+            _ => Attempt::Status(resp),
+        }
+    }
+}
+
+enum Attempt {
+    Done(Response),
+    Unauthorized {
+        token: crate::credential::AccessToken,
+        resp: Response,
+    },
+    Status(Response),
+    Transport {
+        message: String,
+        sent: bool,
+    },
+    Fatal(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_key_is_the_subscription() {
+        let u = Url::parse(
+            "https://management.azure.com/subscriptions/ABC/resourceGroups/x?api-version=1",
+        )
+        .unwrap();
+        assert_eq!(subscription_of(&u), "abc");
+        let u = Url::parse("https://management.azure.com/providers/x").unwrap();
+        assert_eq!(subscription_of(&u), "");
+    }
+
+    #[test]
+    fn generic_server_codes() {
+        for g in [
+            "",
+            "InternalServerError",
+            "serviceunavailable",
+            "GatewayTimeout",
+        ] {
+            assert!(is_generic_server_code(g), "{g}");
+        }
+        for op in ["RestoreFailed", "BackupFailed", "InvalidParameters"] {
+            assert!(!is_generic_server_code(op), "{op}");
+        }
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(ArmLimits::quota(25.0, 250, "reads").is_ok());
+        assert!(ArmLimits::quota(0.0, 250, "reads").is_err());
+        assert!(ArmLimits::quota(f64::NAN, 250, "reads").is_err());
+        assert!(ArmLimits::quota(10.0, 0, "writes").is_err());
+    }
+}
