@@ -4,5 +4,6 @@
 mod arm_client;
 mod azurite_blob;
 mod config_errors;
+mod drills;
 mod emulator;
 mod sync;

@@ -1,0 +1,639 @@
+//! `drsync drill`: restore into a standby (or a dedicated drill service), verify, run hooks,
+//! measure recovery time and point, and keep the reports. Also the machinery `clone`,
+//! `failover` and `failback` share: [`ArmDrillOps`] (the planner's `DrillOps` over the ARM
+//! client, the planner's executor and catalog) and [`Session`] (configuration with recorded
+//! role swaps applied, clients, state).
+//!
+//! Backups and restores go through the planner's executor, so they are checkpointed, leased and
+//! catalogued exactly like `drsync sync`'s. Snapshots (items, hostnames, identity) are read
+//! with the ARM client. The procedure itself (phases, hooks, verification, objectives) is
+//! `drsync_planner::drill::run`.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use drsync_arm_client::ArmClient;
+use drsync_core::config::{Config, ReplicationConfig, Role};
+use drsync_core::{BackupName, BackupRecord, Clock, ServiceRef, Timestamp};
+use drsync_planner::Topology;
+use drsync_planner::azure::AzureOps as _;
+use drsync_planner::azure::arm::ArmOps;
+use drsync_planner::catalog;
+use drsync_planner::drill::report::DrillKind;
+use drsync_planner::drill::runner::{
+    BackupChoice, DrillOps, NamedValueOverride, OpError, Participant, RunSpec,
+};
+use drsync_planner::drill::snapshot::{ConfigSnapshot, IdentitySnapshot, ItemKind, SnapshotItem};
+use drsync_planner::drill::verify::{Overrides, VerifyScope};
+use drsync_planner::drill::{DrillReport, HookSpec, HooksFile, ReportStore, RoleState};
+use drsync_planner::executor::{Executor, NoObserver, Outcome};
+use drsync_planner::plan::{Action, BackupSource, Plan, PlanKind, Step};
+use drsync_planner::store::Checkpoints;
+use serde_json::json;
+
+use crate::context::{self, Context, Needs};
+use crate::exit::{Coded, Exit};
+
+/// Arguments of `drsync drill`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// The replication edge to drill (its `name`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
+    pub edge: Option<String>,
+    /// Drill every replication edge.
+    #[arg(long)]
+    pub all: bool,
+    /// Restore the newest valid backup instead of taking a fresh one.
+    #[arg(long)]
+    pub use_latest: bool,
+    /// Restore into this service (one of the edge's targets, e.g. a dedicated drill service)
+    /// instead of every standby of the edge.
+    #[arg(long, value_name = "SERVICE")]
+    pub target: Option<String>,
+    /// Hooks file (`[[hooks]]` tables; see docs/drills.md).
+    #[arg(long, value_name = "FILE")]
+    pub hooks: Option<PathBuf>,
+    /// Also write one JUnit XML file covering every drill of this command.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// Runs `drsync drill` on its own runtime.
+pub fn run_blocking(args: &Args) -> anyhow::Result<Exit> {
+    super::sync::runtime()?.block_on(run(args))
+}
+
+/// Runs `drsync drill`.
+pub async fn run(args: &Args) -> anyhow::Result<Exit> {
+    let session = Session::open(&args.config).await?;
+    let hooks = load_hooks(args.hooks.as_deref())?;
+    let replications: Vec<ReplicationConfig> = match &args.edge {
+        Some(name) => vec![session.replication(name)?.clone()],
+        None => session.config.replications.clone(),
+    };
+    let mut pairs = Vec::new();
+    for r in &replications {
+        let targets: Vec<String> = match &args.target {
+            Some(t) if r.to.contains(t) => vec![t.clone()],
+            Some(t) if args.edge.is_some() => {
+                return Err(usage(format!(
+                    "`{t}` is not a target of replication `{}` (its targets: {})",
+                    r.name,
+                    r.to.join(", ")
+                )));
+            }
+            Some(_) => continue,
+            None => {
+                r.to.iter()
+                    .filter(|t| {
+                        session
+                            .config
+                            .service(t)
+                            .is_some_and(|s| s.role == Role::Standby)
+                    })
+                    .cloned()
+                    .collect()
+            }
+        };
+        if targets.is_empty() && args.edge.is_some() {
+            return Err(usage(format!(
+                "replication `{}` has no standby target; name one with --target",
+                r.name
+            )));
+        }
+        for t in targets {
+            pairs.push((r.clone(), t));
+        }
+    }
+    if pairs.is_empty() {
+        return Err(usage(
+            "nothing to drill: no replication has a standby target".into(),
+        ));
+    }
+    let choice = if args.use_latest {
+        BackupChoice::Latest
+    } else {
+        BackupChoice::Fresh
+    };
+    let mut reports = Vec::new();
+    for (r, target) in pairs {
+        let spec = session.spec(DrillKind::Drill, &r, &r.from, &target, choice, &hooks)?;
+        let report = session.execute(&spec, &r).await?;
+        reports.push(report);
+    }
+    session.close().await?;
+    if let Some(path) = &args.junit {
+        let refs: Vec<&DrillReport> = reports.iter().collect();
+        std::fs::write(path, drsync_planner::drill::junit_xml(&refs))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if reports.iter().all(DrillReport::passed) {
+        Exit::Success
+    } else {
+        Exit::DrillFailed
+    })
+}
+
+/// A usage error (exit 2).
+pub fn usage(message: String) -> anyhow::Error {
+    Coded::new(Exit::Usage, anyhow::anyhow!(message)).into()
+}
+
+/// Reads a hooks file, if given.
+pub fn load_hooks(path: Option<&Path>) -> anyhow::Result<Vec<HookSpec>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read hooks file `{}`", path.display()))
+        .map_err(|e| Coded::new(Exit::Usage, e))?;
+    let file = HooksFile::parse(&text, &path.display().to_string())
+        .map_err(|e| Coded::new(Exit::Usage, e))?;
+    Ok(file.hooks)
+}
+
+/// Asks for confirmation on a terminal; without one, `--yes` is required.
+pub fn confirm(yes: bool, what: &str, answer: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(format!(
+            "{what}: refusing to proceed without confirmation; standard input is not a terminal, pass --yes"
+        )));
+    }
+    eprintln!("{what}");
+    eprint!("Type `{answer}` to proceed: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the confirmation")?;
+    if line.trim() == answer {
+        Ok(())
+    } else {
+        Err(Coded::new(
+            Exit::Failed,
+            anyhow::anyhow!("not confirmed; nothing was done"),
+        )
+        .into())
+    }
+}
+
+/// The configuration (with recorded role swaps applied), clients and state of one command.
+pub struct Session {
+    /// The configuration as it stands after recorded failovers.
+    pub config: Config,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    ctx: Context,
+    cancel: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Session {
+    /// Loads the configuration, sets up Azure and the state, and applies the role swaps that
+    /// earlier failovers recorded.
+    pub async fn open(config_path: &Path) -> anyhow::Result<Self> {
+        let mut ctx = Context::open(config_path, Needs::Azure).await?;
+        let mut config = ctx.config.clone();
+        let roles = RoleState::load(&ctx.state_dir).map_err(|e| Coded::new(Exit::Usage, e))?;
+        for note in roles
+            .apply(&mut config)
+            .map_err(|e| Coded::new(Exit::Usage, e))?
+        {
+            eprintln!("note: {note}");
+        }
+        ctx.topology =
+            Arc::new(Topology::from_config(&config).map_err(|e| Coded::new(Exit::Usage, e))?);
+        ctx.config = config.clone();
+        Ok(Self {
+            config,
+            state_dir: ctx.state_dir.clone(),
+            ctx,
+            cancel: context::ctrl_c_channel(),
+        })
+    }
+
+    /// Saves and stops what the session started (the embedded emulator).
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.ctx.close().await
+    }
+
+    /// The replication with this name.
+    pub fn replication(&self, name: &str) -> anyhow::Result<&ReplicationConfig> {
+        self.config.replication(name).ok_or_else(|| {
+            let names: Vec<&str> = self
+                .config
+                .replications
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            usage(format!(
+                "no replication `{name}` in the configuration (known: {})",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// The run description for `source` -> `target` on replication `r`.
+    pub fn spec(
+        &self,
+        kind: DrillKind,
+        r: &ReplicationConfig,
+        source: &str,
+        target: &str,
+        backup: BackupChoice,
+        hooks: &[HookSpec],
+    ) -> anyhow::Result<RunSpec> {
+        let participant = |name: &str| -> anyhow::Result<Participant> {
+            let s = self
+                .config
+                .service(name)
+                .ok_or_else(|| usage(format!("service `{name}` is not in the configuration")))?;
+            Ok(Participant {
+                service: s.service.clone(),
+                region: Some(s.region.name().to_string()),
+            })
+        };
+        Ok(RunSpec {
+            kind,
+            edge: r.name.clone(),
+            source: participant(source)?,
+            target: participant(target)?,
+            backup,
+            source_reachable: true,
+            rto: r.rto,
+            rpo: Some(r.rpo),
+            scope: VerifyScope {
+                apis: r.verify.apis,
+                products: r.verify.products,
+                named_values: r.verify.named_values,
+            },
+            overrides: Vec::new(),
+            promote: false,
+            hooks: hooks.to_vec(),
+            hook_dir: Some(self.config.base_dir().to_path_buf()),
+            run_id: uuid::Uuid::new_v4(),
+        })
+    }
+
+    /// Runs `spec`, saves and prints its report.
+    pub async fn execute(
+        &self,
+        spec: &RunSpec,
+        r: &ReplicationConfig,
+    ) -> anyhow::Result<DrillReport> {
+        let arm_ops = self
+            .ctx
+            .azure
+            .clone()
+            .context("Azure is not set up for this command")?;
+        let clock = self.ctx.clock.clone();
+        let started_at = clock.now();
+        let ops = ArmDrillOps {
+            arm: arm_ops.client().clone(),
+            executor: self.ctx.executor(
+                self.ctx.exec_options(false, None),
+                Arc::new(NoObserver),
+                self.cancel.clone(),
+            )?,
+            azure: arm_ops,
+            checkpoints: self.ctx.checkpoints.clone(),
+            clock: clock.clone(),
+            topology: self.ctx.topology.clone(),
+            replication: r.name.clone(),
+            state_dir: self.state_dir.clone(),
+            report_id: spec.report_id(started_at),
+        };
+        eprintln!(
+            "{} {} -> {} (edge {})",
+            spec.kind, spec.source.service.name, spec.target.service.name, spec.edge
+        );
+        let report = drsync_planner::drill::run(spec, &ops, clock.as_ref()).await;
+        self.ctx.save_embedded();
+        let paths = ReportStore::new(&self.state_dir).save(&report)?;
+        println!("{}", summary_line(&report));
+        for f in &report.failures {
+            println!("  - {f}");
+        }
+        println!("  report: {}", paths.markdown.display());
+        println!("  json:   {}", paths.json.display());
+        println!("  junit:  {}", paths.junit.display());
+        Ok(report)
+    }
+}
+
+fn summary_line(r: &DrillReport) -> String {
+    let secs = |s: Option<u64>| s.map_or("-".to_string(), |s| format!("{s}s"));
+    format!(
+        "{} {}: {} (recovery time {}, recovery point {})",
+        r.kind,
+        r.id,
+        if r.passed() { "PASSED" } else { "FAILED" },
+        secs(r.objectives.recovery_time.actual_seconds),
+        secs(r.objectives.recovery_point.actual_seconds)
+    )
+}
+
+/// The planner's `DrillOps` over the ARM client, executor, catalog and state, for one edge.
+pub struct ArmDrillOps {
+    arm: ArmClient,
+    executor: Arc<Executor>,
+    azure: Arc<ArmOps>,
+    checkpoints: Checkpoints,
+    clock: Arc<dyn Clock>,
+    topology: Arc<Topology>,
+    replication: String,
+    state_dir: PathBuf,
+    report_id: String,
+}
+
+fn op(context: &str) -> impl Fn(drsync_arm_client::Error) -> OpError + '_ {
+    move |e| OpError::new(format!("{context}: {e}"))
+}
+
+impl ArmDrillOps {
+    /// Runs a plan through the planner's executor (checkpoints, leases, catalog). Ctrl-C
+    /// stops it with its checkpoints saved; `drsync sync` resumes them.
+    async fn execute(&self, plan: Plan) -> Result<(), OpError> {
+        let executor = &self.executor;
+        let run = executor
+            .create_run(plan, false)
+            .map_err(|e| OpError::new(format!("cannot record the run: {e}")))?;
+        match executor.execute(run).await {
+            Ok(Outcome::Succeeded) => Ok(()),
+            Ok(Outcome::Failed(steps)) => Err(OpError::new(
+                steps
+                    .into_iter()
+                    .map(|(s, m)| format!("{s}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+            Ok(Outcome::Interrupted) => {
+                Err(OpError::new("interrupted; run `drsync sync` to resume"))
+            }
+            Ok(Outcome::LeaseHeld {
+                service,
+                owner,
+                until,
+            }) => Err(OpError::new(format!(
+                "another drsync process ({owner}) holds a lease on `{service}` until {}",
+                until.to_rfc3339()
+            ))),
+            Err(e) => Err(OpError::new(e.to_string())),
+        }
+    }
+
+    fn storage(&self) -> Result<&drsync_planner::topology::StorageNode, OpError> {
+        let r = self
+            .topology
+            .replication(&self.replication)
+            .ok_or_else(|| {
+                OpError::new(format!(
+                    "replication `{}` is not configured",
+                    self.replication
+                ))
+            })?;
+        Ok(self.topology.storage_of(r))
+    }
+}
+
+#[async_trait::async_trait]
+impl DrillOps for ArmDrillOps {
+    async fn snapshot(&self, service: &ServiceRef) -> Result<ConfigSnapshot, OpError> {
+        let name = &service.name;
+        let svc = self
+            .arm
+            .get_service(service)
+            .await
+            .map_err(op(&format!("read service `{name}`")))?;
+        let sku = svc.sku().map_err(|e| OpError::new(e.to_string()))?;
+        let mut snap = ConfigSnapshot::new(service.resource_id(), self.clock.now(), sku);
+        snap.gateway_url = svc.gateway_url.clone();
+        snap.set_hostnames(svc.hostnames.iter().map(|h| h.host_name.clone()));
+        snap.identity = svc.identity.as_ref().map(|i| IdentitySnapshot {
+            kind: i.kind.clone(),
+            principal_id: i.principal_id.clone(),
+            tenant_id: i.tenant_id.clone(),
+            user_assigned: {
+                let mut ids: Vec<String> = i
+                    .user_assigned
+                    .keys()
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect();
+                ids.sort();
+                ids
+            },
+        });
+        snap.last_change = self
+            .arm
+            .sync_state(service)
+            .await
+            .map_err(op(&format!("read the configuration state of `{name}`")))?
+            .configuration_change_date;
+        let apis = self
+            .arm
+            .list_apis(service)
+            .await
+            .map_err(op(&format!("list the APIs of `{name}`")))?;
+        snap.add_items(
+            ItemKind::Api,
+            apis.into_iter().map(|a| {
+                SnapshotItem::new(
+                    a.name,
+                    json!({
+                        "displayName": a.display_name, "path": a.path, "serviceUrl": a.service_url,
+                        "protocols": a.protocols, "apiRevision": a.api_revision,
+                        "apiVersion": a.api_version, "isCurrent": a.is_current,
+                        "apiVersionSetId": a.api_version_set_id,
+                        "subscriptionRequired": a.subscription_required,
+                    }),
+                )
+            }),
+        );
+        let products = self
+            .arm
+            .list_products(service)
+            .await
+            .map_err(op(&format!("list the products of `{name}`")))?;
+        snap.add_items(
+            ItemKind::Product,
+            products.into_iter().map(|p| {
+                SnapshotItem::new(
+                    p.name,
+                    json!({
+                        "displayName": p.display_name, "description": p.description,
+                        "terms": p.terms, "subscriptionRequired": p.subscription_required,
+                        "approvalRequired": p.approval_required,
+                        "subscriptionsLimit": p.subscriptions_limit, "state": p.state,
+                    }),
+                )
+            }),
+        );
+        let named = self
+            .arm
+            .list_named_values(service)
+            .await
+            .map_err(op(&format!("list the named values of `{name}`")))?;
+        snap.add_items(
+            ItemKind::NamedValue,
+            named.into_iter().map(named_value_item),
+        );
+        Ok(snap)
+    }
+
+    async fn backup(&self, source: &ServiceRef) -> Result<BackupRecord, OpError> {
+        let started = self.clock.now();
+        let plan = Plan::backup(&self.topology, &source.name, started)
+            .map_err(|e| OpError::new(e.to_string()))?;
+        self.execute(plan).await?;
+        let storage = self.storage()?;
+        let entries =
+            catalog::entries(&self.checkpoints).map_err(|e| OpError::new(e.to_string()))?;
+        entries
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|b| {
+                b.source.name.eq_ignore_ascii_case(&source.name)
+                    && b.storage_account == storage.target.account
+                    && b.container == storage.target.container
+                    && b.name.started_at() >= started - chrono::Duration::seconds(1)
+            })
+            .max_by_key(|b| b.created_at)
+            .ok_or_else(|| {
+                OpError::new(format!(
+                    "the backup of `{}` is not in the catalog",
+                    source.name
+                ))
+            })
+    }
+
+    async fn newest_valid_backup(
+        &self,
+        source: &ServiceRef,
+        now: Timestamp,
+    ) -> Result<Option<BackupRecord>, OpError> {
+        // Rebuild the catalog of this edge's container from storage alone: no call to the
+        // source, and nothing from a state directory that may have been lost with its region.
+        let node = self.storage()?.clone();
+        let store = self
+            .azure
+            .blob_store(&node.target)
+            .map_err(|e| OpError::new(e.to_string()))?;
+        catalog::sync_from_storage(&self.checkpoints, &self.topology, &[(node.clone(), store)])
+            .await
+            .map_err(|e| {
+                OpError::new(format!(
+                    "cannot read the catalog from storage `{}`: {e}",
+                    node.name
+                ))
+            })?;
+        let entries =
+            catalog::entries(&self.checkpoints).map_err(|e| OpError::new(e.to_string()))?;
+        Ok(drsync_planner::plan::latest_valid(
+            &entries,
+            &source.name,
+            &node.target.account,
+            &node.target.container,
+            now,
+        )
+        .map(|e| e.record.clone()))
+    }
+
+    async fn last_restored(&self, target: &ServiceRef) -> Result<Option<BackupName>, OpError> {
+        let restores = self
+            .checkpoints
+            .restores()
+            .map_err(|e| OpError::new(e.to_string()))?;
+        Ok(restores
+            .into_iter()
+            .filter(|r| r.target.eq_ignore_ascii_case(&target.name))
+            .max_by_key(|r| r.restored_at)
+            .map(|r| r.backup))
+    }
+
+    async fn restore(&self, backup: &BackupRecord, target: &ServiceRef) -> Result<(), OpError> {
+        // A plan with the restore step only: the executor's preflight would read the source,
+        // which a failover must not touch, and verification is the drill's own.
+        let now = self.clock.now();
+        let plan = Plan {
+            schema_version: drsync_planner::plan::PLAN_SCHEMA_VERSION,
+            created_at: now,
+            kind: PlanKind::Restore {
+                backup: backup.name.clone(),
+                target: target.name.clone(),
+            },
+            steps: vec![Step {
+                id: format!("{}/drill-restore/{}", self.replication, target.name),
+                replication: self.replication.clone(),
+                action: Action::Restore {
+                    target: target.name.clone(),
+                    backup: BackupSource::Existing(backup.name.clone()),
+                },
+                reason: drsync_planner::plan::Reason::Requested,
+                after: Vec::new(),
+            }],
+            up_to_date: Vec::new(),
+        };
+        self.execute(plan).await
+    }
+
+    async fn apply_overrides(
+        &self,
+        target: &ServiceRef,
+        overrides: &[NamedValueOverride],
+    ) -> Result<Overrides, OpError> {
+        let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
+        Err(OpError::new(format!(
+            "cannot replace named values {} on `{}`: this build's ARM client has no named-value update (PUT .../namedValues/{{name}})",
+            names.join(", "),
+            target.name
+        )))
+    }
+
+    async fn promote(
+        &self,
+        edge: &str,
+        source: &ServiceRef,
+        target: &ServiceRef,
+    ) -> Result<(), OpError> {
+        let mut roles =
+            RoleState::load(&self.state_dir).map_err(|e| OpError::new(e.to_string()))?;
+        match roles.swap(edge) {
+            Some(swap) if swap.original_primary.eq_ignore_ascii_case(&target.name) => {
+                roles.record_failback(edge);
+            }
+            _ => roles.record_failover(
+                edge,
+                &source.name,
+                &target.name,
+                self.clock.now(),
+                &self.report_id,
+            ),
+        }
+        roles
+            .save(&self.state_dir)
+            .map_err(|e| OpError::new(e.to_string()))
+    }
+}
+
+/// A named value's snapshot item: its non-secret content (a secret's value is never read).
+fn named_value_item(n: drsync_arm_client::NamedValueSummary) -> SnapshotItem {
+    SnapshotItem::new(
+        n.name,
+        json!({
+            "displayName": n.display_name, "secret": n.secret,
+            "value": if n.secret { None } else { n.value },
+            "keyVaultSecretId": n.key_vault_secret_id, "tags": n.tags,
+        }),
+    )
+}

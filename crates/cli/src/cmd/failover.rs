@@ -1,0 +1,170 @@
+//! `drsync failover --to STANDBY` and `drsync failback`.
+//!
+//! Failover never calls the old primary: the newest valid backup comes from the catalog in the
+//! edge's storage (rebuilt from its sidecar blobs), and is restored only if the standby does not
+//! already hold it. The standby is then verified as far as it can be without the primary
+//! (hostnames and identity kept), the promotion hooks run, and the role swap is recorded in
+//! `{state}/roles.json` so later runs treat the standby as the primary.
+//!
+//! Failback takes a fresh backup of the current primary, restores it into the original primary,
+//! verifies it fully, runs the promotion hooks and removes the role swap.
+
+use std::path::PathBuf;
+
+use drsync_core::config::Role;
+use drsync_planner::drill::RoleState;
+use drsync_planner::drill::report::DrillKind;
+use drsync_planner::drill::runner::BackupChoice;
+
+use super::drill::{Session, confirm, load_hooks, usage};
+use crate::exit::Exit;
+
+/// Arguments of `drsync failover`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// The standby to promote.
+    #[arg(long, value_name = "STANDBY")]
+    pub to: String,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Hooks file (promotion hooks: `phase = "promote"`).
+    #[arg(long, value_name = "FILE")]
+    pub hooks: Option<PathBuf>,
+}
+
+/// Arguments of `drsync failback`.
+#[derive(Debug, clap::Args)]
+pub struct FailbackArgs {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// The replication to fail back (needed only when several have failed over).
+    #[arg(long, value_name = "NAME")]
+    pub edge: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Hooks file.
+    #[arg(long, value_name = "FILE")]
+    pub hooks: Option<PathBuf>,
+}
+
+/// Runs `drsync failover` on its own runtime.
+pub fn run_blocking(args: &Args) -> anyhow::Result<Exit> {
+    super::sync::runtime()?.block_on(run(args))
+}
+
+/// Runs `drsync failback` on its own runtime.
+pub fn failback_blocking(args: &FailbackArgs) -> anyhow::Result<Exit> {
+    super::sync::runtime()?.block_on(failback(args))
+}
+
+/// Runs `drsync failover`.
+pub async fn run(args: &Args) -> anyhow::Result<Exit> {
+    let hooks = load_hooks(args.hooks.as_deref())?;
+    let session = Session::open(&args.config).await?;
+    let r = session
+        .config
+        .replications
+        .iter()
+        .find(|r| r.to.contains(&args.to))
+        .cloned()
+        .ok_or_else(|| {
+            usage(format!(
+                "`{}` is not the target of any replication",
+                args.to
+            ))
+        })?;
+    let role = session.config.service(&args.to).map(|s| s.role);
+    if role != Some(Role::Standby) {
+        return Err(usage(format!(
+            "`{}` is a {} service, not a standby: a failover goes to a DR standby",
+            args.to,
+            role.map_or("unknown", |r| r.as_str())
+        )));
+    }
+    confirm(
+        args.yes,
+        &format!(
+            "Fail over replication `{}`: `{}` becomes the primary in place of `{}` (which will not be contacted). Traffic switching is up to your promotion hooks.",
+            r.name, args.to, r.from
+        ),
+        &args.to,
+    )?;
+    let mut spec = session.spec(
+        DrillKind::Failover,
+        &r,
+        &r.from,
+        &args.to,
+        BackupChoice::LatestIfBehind,
+        &hooks,
+    )?;
+    spec.source_reachable = false;
+    spec.promote = true;
+    let report = session.execute(&spec, &r).await?;
+    session.close().await?;
+    Ok(if report.passed() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    })
+}
+
+/// Runs `drsync failback`.
+pub async fn failback(args: &FailbackArgs) -> anyhow::Result<Exit> {
+    let hooks = load_hooks(args.hooks.as_deref())?;
+    let session = Session::open(&args.config).await?;
+    let roles = RoleState::load(&session.state_dir)?;
+    let swap = match &args.edge {
+        Some(edge) => roles.swap(edge).ok_or_else(|| {
+            usage(format!(
+                "replication `{edge}` has not failed over: nothing to fail back"
+            ))
+        })?,
+        None => match roles.swaps.as_slice() {
+            [one] => one,
+            [] => {
+                return Err(usage(
+                    "no failover is recorded: nothing to fail back".into(),
+                ));
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|s| s.replication.as_str()).collect();
+                return Err(usage(format!(
+                    "several replications have failed over ({}); choose one with --edge",
+                    names.join(", ")
+                )));
+            }
+        },
+    }
+    .clone();
+    let r = session.replication(&swap.replication)?.clone();
+    confirm(
+        args.yes,
+        &format!(
+            "Fail back replication `{}`: back up `{}` and restore it into `{}`, which becomes the primary again.",
+            r.name, swap.primary, swap.original_primary
+        ),
+        &swap.original_primary,
+    )?;
+    let mut spec = session.spec(
+        DrillKind::Failback,
+        &r,
+        &swap.primary,
+        &swap.original_primary,
+        BackupChoice::Fresh,
+        &hooks,
+    )?;
+    spec.promote = true;
+    let report = session.execute(&spec, &r).await?;
+    session.close().await?;
+    Ok(if report.passed() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    })
+}

@@ -1,0 +1,1109 @@
+//! The executor: runs a plan's steps with tokio, checkpointing every step in the store.
+//!
+//! Rules it keeps:
+//! - A global concurrency limit; steps whose dependencies succeeded run in parallel (restores
+//!   to different targets), but never two steps on one service: an in-process guard plus a
+//!   lease in the store (owner `{run}/{step}`, expiry) that another process respects.
+//! - Every preflight of the run finishes before any POST.
+//! - A step's state is written and flushed before each external effect (`Intent`) and after it
+//!   (`Accepted` with the poller's state, `Succeeded`, `Failed` with ARM's code and message).
+//! - Resume is level-triggered: an `Accepted` operation is polled, never POSTed again; an
+//!   `Intent` of unknown fate is settled by looking at Azure (is the service busy, does the
+//!   backup blob exist, did the target's configuration change after the intent) first.
+//! - A busy service (409, `Updating`) is waited for, up to a bound, then reported clearly.
+//! - Consistency guard: the primary's `configurationChangeDate` is read before and after each
+//!   backup; a change marks the backup suspect and, by default, one more backup is taken.
+//! - Fail-fast (default) or continue-on-error; cancellation (Ctrl-C) stops starting steps,
+//!   leaves running operations `Accepted` in the store and ends the run `Interrupted`.
+//!
+//! Crash testing: `DRSYNC_TEST_CRASH_AT={intent|posted|accepted|succeeded}:{backup|restore}`
+//! makes the process kill itself with SIGKILL right after the named checkpoint (`posted`: right
+//! after the POST returned, before `Accepted` is written). Read only here; see
+//! [`CrashPoint::from_env`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use drsync_core::{BackupName, BackupRecord, Clock, Consistency, ServiceRef, Timestamp};
+
+use crate::azure::{AzureError, AzureErrorKind, AzureOps, Begun, EntityKind, OpHandle, OpKind, PollStatus, ServiceState};
+use crate::catalog::{self, CatalogEntry};
+use crate::plan::{Action, BackupSource, Plan, Step};
+use crate::store::{
+    BackupDoc, Checkpoints, RestoreDoc, RunRecord, RunStatus, SCHEMA_VERSION, StepRecord, StepState,
+    StoreError,
+};
+use crate::topology::Topology;
+
+#[cfg(test)]
+mod tests;
+
+/// The environment variable of the crash hook (tests only).
+pub const CRASH_ENV: &str = "DRSYNC_TEST_CRASH_AT";
+
+/// Where the crash hook fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashPoint {
+    /// `intent`, `posted`, `accepted` or `succeeded`.
+    pub state: &'static str,
+    /// Backup or restore.
+    pub kind: OpKind,
+}
+
+impl CrashPoint {
+    /// Parses `state:kind`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (state, kind) = text.split_once(':')?;
+        let state = ["intent", "posted", "accepted", "succeeded"].into_iter().find(|s| *s == state)?;
+        let kind = match kind {
+            "backup" => OpKind::Backup,
+            "restore" => OpKind::Restore,
+            _ => return None,
+        };
+        Some(Self { state, kind })
+    }
+
+    /// Reads [`CRASH_ENV`].
+    pub fn from_env() -> Option<Self> {
+        std::env::var(CRASH_ENV).ok().and_then(|v| Self::parse(&v))
+    }
+}
+
+/// How the executor behaves.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Steps running at once (at least 1).
+    pub concurrency: usize,
+    /// Keep going after a failed step (its dependents are skipped).
+    pub continue_on_error: bool,
+    /// Take one more backup when a backup is suspect.
+    pub retry_suspect: bool,
+    /// How long to wait for a busy service before failing the step.
+    pub busy_timeout: Duration,
+    /// How often to look at a busy service.
+    pub busy_poll: Duration,
+    /// Upper bound on the wait between two polls of an operation.
+    pub max_poll_interval: Duration,
+    /// Lease lifetime (renewed while an operation is polled).
+    pub lease_ttl: Duration,
+    /// The crash hook.
+    pub crash: Option<CrashPoint>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            continue_on_error: false,
+            retry_suspect: true,
+            busy_timeout: Duration::from_secs(30 * 60),
+            busy_poll: Duration::from_secs(15),
+            // The Python SDK's default poll interval without Retry-After is 30 s.
+            max_poll_interval: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(15 * 60),
+            crash: None,
+        }
+    }
+}
+
+/// What the executor reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A step started (or resumed) in the given state.
+    Started {
+        /// The step.
+        step: String,
+        /// Its state when picked up.
+        state: &'static str,
+    },
+    /// A step's state changed.
+    State {
+        /// The step.
+        step: String,
+        /// The new state.
+        state: &'static str,
+        /// Details (backup name, ARM code).
+        detail: String,
+    },
+    /// Something worth a line.
+    Note {
+        /// The step.
+        step: String,
+        /// The text.
+        text: String,
+    },
+    /// A step finished.
+    Finished {
+        /// The step.
+        step: String,
+        /// Its final state name.
+        state: &'static str,
+        /// A message (error text for failures).
+        message: String,
+    },
+}
+
+/// Receives [`Event`]s (progress bars, log lines).
+pub trait Observer: Send + Sync {
+    /// One event.
+    fn event(&self, event: &Event);
+}
+
+/// An observer that drops everything.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn event(&self, _event: &Event) {}
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step succeeded.
+    Succeeded,
+    /// At least one step failed (listed with their messages).
+    Failed(Vec<(String, String)>),
+    /// Stopped by cancellation; run again to resume.
+    Interrupted,
+    /// Another run or process holds a lease on a service.
+    LeaseHeld {
+        /// The service.
+        service: String,
+        /// The holder.
+        owner: String,
+        /// When its lease lapses.
+        until: Timestamp,
+    },
+}
+
+/// The executor failed outside any step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The state store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The catalog.
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+}
+
+enum StepEnd {
+    Succeeded,
+    Failed { code: String, message: String },
+    Interrupted,
+    LeaseHeld { service: String, owner: String, until: Timestamp },
+}
+
+/// Runs plans.
+pub struct Executor {
+    azure: Arc<dyn AzureOps>,
+    checkpoints: Checkpoints,
+    clock: Arc<dyn Clock>,
+    topology: Arc<Topology>,
+    options: ExecOptions,
+    observer: Arc<dyn Observer>,
+    cancel: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor. Setting `cancel` to `true` stops it from starting steps.
+    pub fn new(
+        azure: Arc<dyn AzureOps>,
+        checkpoints: Checkpoints,
+        clock: Arc<dyn Clock>,
+        topology: Arc<Topology>,
+        options: ExecOptions,
+        observer: Arc<dyn Observer>,
+        cancel: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Self { azure, checkpoints, clock, topology, options, observer, cancel })
+    }
+
+    /// Records a new run of `plan` (status running, every step pending).
+    pub fn create_run(&self, plan: Plan, continue_on_error: bool) -> Result<RunRecord, StoreError> {
+        let now = self.clock.now();
+        let run = RunRecord {
+            schema_version: SCHEMA_VERSION,
+            run_id: Uuid::new_v4(),
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+            status: RunStatus::Running,
+            continue_on_error,
+            plan,
+        };
+        self.checkpoints.put_run(&run)?;
+        for s in &run.plan.steps {
+            self.checkpoints.put_step(&StepRecord::pending(run.run_id, &s.id, now))?;
+        }
+        Ok(run)
+    }
+
+    /// The newest unfinished run, if any (what `drsync sync` resumes).
+    pub fn unfinished_run(&self) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self.checkpoints.runs()?.into_iter().rev().find(|r| r.status.is_unfinished()))
+    }
+
+    /// Runs (or resumes) `run` to its end.
+    pub async fn execute(self: &Arc<Self>, mut run: RunRecord) -> Result<Outcome, ExecError> {
+        run.status = RunStatus::Running;
+        run.updated_at = self.clock.now();
+        self.checkpoints.put_run(&run)?;
+        let run = Arc::new(run);
+        let continue_on_error = run.continue_on_error || self.options.continue_on_error;
+
+        let mut states: BTreeMap<String, StepState> = BTreeMap::new();
+        for s in &run.plan.steps {
+            let rec = match self.checkpoints.step(run.run_id, &s.id)? {
+                Some(rec) => rec,
+                None => {
+                    let rec = StepRecord::pending(run.run_id, &s.id, self.clock.now());
+                    self.checkpoints.put_step(&rec)?;
+                    rec
+                }
+            };
+            states.insert(s.id.clone(), rec.state);
+        }
+
+        let mut running: JoinSet<(String, StepEnd)> = JoinSet::new();
+        let mut busy_services: BTreeSet<String> = BTreeSet::new();
+        let mut running_ids: BTreeSet<String> = BTreeSet::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
+        let mut interrupted = false;
+        let mut lease_held = None;
+        let mut cancel = self.cancel.clone();
+        let mut stop_starting = false;
+
+        loop {
+            if *cancel.borrow() {
+                interrupted = true;
+                stop_starting = true;
+            }
+            // Skip steps whose dependencies failed.
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for s in &run.plan.steps {
+                    if states[&s.id].is_final() || running_ids.contains(&s.id) {
+                        continue;
+                    }
+                    if let Some(dep) = s.after.iter().find(|d| {
+                        matches!(states.get(*d), Some(StepState::Failed { .. } | StepState::Skipped { .. }))
+                    }) {
+                        let reason = format!("`{dep}` did not succeed");
+                        let state = StepState::Skipped { reason: reason.clone() };
+                        self.save_state(&run, &s.id, state.clone())?;
+                        self.observer.event(&Event::Finished { step: s.id.clone(), state: "skipped", message: reason });
+                        states.insert(s.id.clone(), state);
+                        changed = true;
+                    }
+                }
+            }
+            let preflights_done = run
+                .plan
+                .steps
+                .iter()
+                .filter(|s| matches!(s.action, Action::Preflight { .. }))
+                .all(|s| states[&s.id].is_final());
+            if !stop_starting {
+                for s in &run.plan.steps {
+                    if running.len() >= self.options.concurrency.max(1) {
+                        break;
+                    }
+                    if states[&s.id].is_final() || running_ids.contains(&s.id) {
+                        continue;
+                    }
+                    let deps_ok = s.after.iter().all(|d| matches!(states.get(d), Some(StepState::Succeeded { .. })));
+                    let is_preflight = matches!(s.action, Action::Preflight { .. });
+                    if !deps_ok || (!is_preflight && !preflights_done) {
+                        continue;
+                    }
+                    let service = s.action.service().map(str::to_ascii_lowercase);
+                    if let Some(svc) = &service {
+                        if busy_services.contains(svc) {
+                            continue;
+                        }
+                        busy_services.insert(svc.clone());
+                    }
+                    running_ids.insert(s.id.clone());
+                    self.observer.event(&Event::Started { step: s.id.clone(), state: states[&s.id].name() });
+                    let this = Arc::clone(self);
+                    let (run, step) = (Arc::clone(&run), s.clone());
+                    running.spawn(async move {
+                        let id = step.id.clone();
+                        let end = this.run_step(&run, &step).await;
+                        (id, end)
+                    });
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                joined = running.join_next() => joined,
+                changed = cancel.changed(), if !stop_starting => {
+                    if changed.is_err() {
+                        // The sender is gone: nobody can cancel any more; keep going.
+                        stop_starting = false;
+                    }
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let (id, end) = match joined {
+                Ok(pair) => pair,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            running_ids.remove(&id);
+            let step = run.plan.step(&id).expect("planned step");
+            if let Some(svc) = step.action.service() {
+                busy_services.remove(&svc.to_ascii_lowercase());
+            }
+            let rec = self.checkpoints.step(run.run_id, &id)?.expect("step record");
+            match end {
+                StepEnd::Succeeded => {
+                    self.observer.event(&Event::Finished { step: id.clone(), state: "succeeded", message: summary(&rec) });
+                }
+                StepEnd::Failed { code, message } => {
+                    self.observer.event(&Event::Finished {
+                        step: id.clone(),
+                        state: "failed",
+                        message: format!("{code}: {message}"),
+                    });
+                    failures.push((id.clone(), format!("{code}: {message}")));
+                    if !continue_on_error {
+                        stop_starting = true;
+                    }
+                }
+                StepEnd::Interrupted => interrupted = true,
+                StepEnd::LeaseHeld { service, owner, until } => {
+                    stop_starting = true;
+                    lease_held.get_or_insert((service, owner, until));
+                }
+            }
+            states.insert(id, rec.state);
+        }
+
+        let now = self.clock.now();
+        let mut run = (*run).clone();
+        let all_done = run.plan.steps.iter().all(|s| matches!(states[&s.id], StepState::Succeeded { .. }));
+        let outcome = if let Some((service, owner, until)) = lease_held {
+            run.status = RunStatus::Interrupted;
+            Outcome::LeaseHeld { service, owner, until }
+        } else if !failures.is_empty() {
+            run.status = RunStatus::Failed;
+            run.finished_at = Some(now);
+            Outcome::Failed(failures)
+        } else if all_done {
+            run.status = RunStatus::Succeeded;
+            run.finished_at = Some(now);
+            Outcome::Succeeded
+        } else if interrupted || stop_starting {
+            run.status = RunStatus::Interrupted;
+            Outcome::Interrupted
+        } else {
+            run.status = RunStatus::Failed;
+            run.finished_at = Some(now);
+            Outcome::Failed(vec![("run".into(), "steps left unfinished".into())])
+        };
+        run.updated_at = now;
+        self.checkpoints.put_run(&run)?;
+        Ok(outcome)
+    }
+
+    fn save_state(&self, run: &RunRecord, step: &str, state: StepState) -> Result<StepRecord, StoreError> {
+        let mut rec = self
+            .checkpoints
+            .step(run.run_id, step)?
+            .unwrap_or_else(|| StepRecord::pending(run.run_id, step, self.clock.now()));
+        rec.state = state;
+        rec.updated_at = self.clock.now();
+        self.checkpoints.put_step(&rec)?;
+        Ok(rec)
+    }
+
+    fn save(&self, rec: &mut StepRecord, state: StepState) -> Result<(), StoreError> {
+        rec.state = state;
+        rec.updated_at = self.clock.now();
+        self.checkpoints.put_step(rec)?;
+        self.observer.event(&Event::State {
+            step: rec.step_id.clone(),
+            state: rec.state.name(),
+            detail: rec.backup.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    fn note(&self, rec: &mut StepRecord, text: String) -> Result<(), StoreError> {
+        self.observer.event(&Event::Note { step: rec.step_id.clone(), text: text.clone() });
+        rec.notes.push(text);
+        rec.updated_at = self.clock.now();
+        self.checkpoints.put_step(rec)
+    }
+
+    fn crash_if(&self, state: &str, kind: OpKind) {
+        if let Some(c) = self.options.crash {
+            if c.state == state && c.kind == kind {
+                // SIGKILL ourselves: no destructors, no flush beyond what was already flushed.
+                let pid = std::process::id().to_string();
+                let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+                std::process::abort();
+            }
+        }
+    }
+
+    async fn run_step(&self, run: &RunRecord, step: &Step) -> StepEnd {
+        let result = match &step.action {
+            Action::Preflight { .. } => self.preflight_step(run, step).await,
+            Action::Backup { service, storage } => self.with_lease(run, step, service, self.backup_step(run, step, service, storage)).await,
+            Action::Restore { target, backup } => {
+                self.with_lease(run, step, target, self.restore_step(run, step, target, backup)).await
+            }
+            Action::Verify { target, source } => self.verify_step(run, step, target, source).await,
+        };
+        match result {
+            Ok(end) => end,
+            Err(e) => {
+                let message = e.to_string();
+                let _ = self.save_state(
+                    run,
+                    &step.id,
+                    StepState::Failed { at: self.clock.now(), code: "StateError".into(), message: message.clone() },
+                );
+                StepEnd::Failed { code: "StateError".into(), message }
+            }
+        }
+    }
+
+    async fn with_lease(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        service: &str,
+        body: impl std::future::Future<Output = Result<StepEnd, StoreError>>,
+    ) -> Result<StepEnd, StoreError> {
+        let Some(node) = self.topology.service(service) else {
+            return self.fail(run, step, "UnknownService", format!("service `{service}` is not configured"));
+        };
+        let id = node.service.resource_id();
+        let owner = format!("{}/{}", run.run_id, step.id);
+        let ttl = chrono::Duration::from_std(self.options.lease_ttl).unwrap_or(chrono::Duration::hours(1));
+        match self.checkpoints.try_lease(&id, &owner, ttl, self.clock.now())? {
+            Ok(_) => {}
+            Err(held) => {
+                return Ok(StepEnd::LeaseHeld { service: service.into(), owner: held.owner, until: held.expires_at });
+            }
+        }
+        let end = body.await;
+        // Keep the lease if the step is unfinished (interrupted): a resumed run retakes it.
+        if matches!(end, Ok(StepEnd::Succeeded | StepEnd::Failed { .. })) {
+            self.checkpoints.release_lease(&id, &owner)?;
+        }
+        end
+    }
+
+    fn renew_lease(&self, run: &RunRecord, step: &Step, service: &ServiceRef) -> Result<(), StoreError> {
+        let owner = format!("{}/{}", run.run_id, step.id);
+        let ttl = chrono::Duration::from_std(self.options.lease_ttl).unwrap_or(chrono::Duration::hours(1));
+        let _ = self.checkpoints.try_lease(&service.resource_id(), &owner, ttl, self.clock.now())?;
+        Ok(())
+    }
+
+    fn fail(&self, run: &RunRecord, step: &Step, code: &str, message: String) -> Result<StepEnd, StoreError> {
+        self.save_state(run, &step.id, StepState::Failed { at: self.clock.now(), code: code.into(), message: message.clone() })?;
+        Ok(StepEnd::Failed { code: code.into(), message })
+    }
+
+    /// Sleeps, unless cancelled first (returns `false`).
+    async fn sleep(&self, d: Duration) -> bool {
+        let mut cancel = self.cancel.clone();
+        if *cancel.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            r = cancel.wait_for(|c| *c) => r.is_err(),
+        }
+    }
+
+    /// Waits until the service is `Succeeded`, bounded by the busy timeout.
+    async fn wait_ready(&self, step: &str, service: &ServiceRef) -> Result<ServiceState, WaitEnd> {
+        let deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+        let mut noted = false;
+        loop {
+            match self.azure.service(service).await {
+                Ok(s) if s.is_ready() => return Ok(s),
+                Ok(s) if s.is_busy() => {
+                    if !noted {
+                        self.observer.event(&Event::Note {
+                            step: step.into(),
+                            text: format!("service `{}` is {}; waiting for it", service.name, s.provisioning_state),
+                        });
+                        noted = true;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(WaitEnd::Failed(
+                            "ServiceBusy".into(),
+                            format!(
+                                "service `{}` stayed {} for {}; another operation is running on it. Run again later",
+                                service.name,
+                                s.provisioning_state,
+                                crate::plan::human(self.options.busy_timeout)
+                            ),
+                        ));
+                    }
+                }
+                Ok(s) => {
+                    return Err(WaitEnd::Failed(
+                        "ServiceNotReady".into(),
+                        format!("service `{}` is in state {}, not Succeeded", service.name, s.provisioning_state),
+                    ));
+                }
+                Err(e) if retryable(&e) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(WaitEnd::Failed(e.code_or_kind(), e.message));
+                    }
+                }
+                Err(e) => return Err(WaitEnd::Failed(e.code_or_kind(), e.message)),
+            }
+            if !self.sleep(self.options.busy_poll).await {
+                return Err(WaitEnd::Interrupted);
+            }
+        }
+    }
+
+    async fn preflight_step(&self, run: &RunRecord, step: &Step) -> Result<StepEnd, StoreError> {
+        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+        if matches!(rec.state, StepState::Succeeded { .. }) {
+            return Ok(StepEnd::Succeeded);
+        }
+        let deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+        loop {
+            let catalog = catalog::entries(&self.checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+            let result = crate::preflight::check(
+                self.azure.as_ref(),
+                &self.topology,
+                &run.plan,
+                &step.replication,
+                &catalog,
+                self.clock.now(),
+            )
+            .await;
+            match result {
+                Ok(report) => {
+                    for n in report.notes {
+                        self.note(&mut rec, n)?;
+                    }
+                    self.save(&mut rec, StepState::Succeeded { at: self.clock.now() })?;
+                    return Ok(StepEnd::Succeeded);
+                }
+                Err(e) if e.only_busy && tokio::time::Instant::now() < deadline => {
+                    self.observer.event(&Event::Note { step: step.id.clone(), text: format!("{e}; waiting") });
+                    if !self.sleep(self.options.busy_poll).await {
+                        return Ok(StepEnd::Interrupted);
+                    }
+                }
+                Err(e) => {
+                    let code = if e.only_busy { "ServiceBusy" } else { "PreflightFailed" };
+                    return self.fail(run, step, code, e.to_string());
+                }
+            }
+        }
+    }
+
+    fn storage_for(&self, storage: &str) -> Option<drsync_core::StorageTarget> {
+        self.topology.storage(storage).map(|s| s.target.clone())
+    }
+
+    async fn backup_step(&self, run: &RunRecord, step: &Step, service: &str, storage: &str) -> Result<StepEnd, StoreError> {
+        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+        let (Some(node), Some(target)) = (self.topology.service(service).cloned(), self.storage_for(storage)) else {
+            return self.fail(run, step, "UnknownService", format!("`{service}` or storage `{storage}` is not configured"));
+        };
+        let svc = node.service.clone();
+        let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+        let mut unknown_fate_retries = 0u32;
+        // The source's SKU as ARM reported it just before the POST (recorded in the sidecar).
+        let mut source_sku = None;
+        loop {
+            match rec.state.clone() {
+                StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
+                StepState::Failed { code, message, .. } => return Ok(StepEnd::Failed { code, message }),
+                StepState::Skipped { reason } => return Ok(StepEnd::Failed { code: "Skipped".into(), message: reason }),
+                StepState::Pending => {
+                    match self.wait_ready(&step.id, &svc).await {
+                        Ok(state) => source_sku = Some(state.sku),
+                        Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                    }
+                    if *self.cancel.borrow() {
+                        return Ok(StepEnd::Interrupted);
+                    }
+                    let marker = match self.azure.configuration_change_date(&svc).await {
+                        Ok(m) => m,
+                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                    };
+                    let mut at = self.clock.now();
+                    if let Some(prev) = &rec.backup {
+                        // A second backup in the same run must not reuse the first one's name.
+                        at = at.max(prev.started_at() + chrono::Duration::seconds(1));
+                    }
+                    rec.backup = Some(BackupName::new(&node.service.name, at, run.run_id));
+                    rec.change_marker = marker;
+                    rec.attempt += 1;
+                    self.save(&mut rec, StepState::Intent { at: self.clock.now() })?;
+                    self.crash_if("intent", OpKind::Backup);
+                    let name = rec.backup.clone().expect("set");
+                    let begun = self.azure.begin(OpKind::Backup, &svc, &target, &name).await;
+                    self.crash_if("posted", OpKind::Backup);
+                    match begun {
+                        Ok(Begun::Accepted(handle)) => {
+                            self.save(&mut rec, StepState::Accepted { at: self.clock.now(), poll: handle.0 })?;
+                            self.crash_if("accepted", OpKind::Backup);
+                        }
+                        Ok(Begun::Completed) => {
+                            if let Some(end) = self.finish_backup(run, step, &mut rec, &node, &target, source_sku).await? {
+                                return Ok(end);
+                            }
+                        }
+                        Err(e) if e.kind == AzureErrorKind::Busy => {
+                            // 409: refused, nothing started. Wait and try again, bounded.
+                            self.save(&mut rec, StepState::Pending)?;
+                            if tokio::time::Instant::now() >= busy_deadline {
+                                return self.fail(run, step, "ServiceBusy", format!("{}; gave up after {}", e.message, crate::plan::human(self.options.busy_timeout)));
+                            }
+                            self.observer.event(&Event::Note { step: step.id.clone(), text: format!("{}; waiting", e.message) });
+                            if !self.sleep(self.options.busy_poll).await {
+                                return Ok(StepEnd::Interrupted);
+                            }
+                        }
+                        Err(e) if matches!(e.kind, AzureErrorKind::Unavailable | AzureErrorKind::Throttled) => {
+                            // Fate unknown: stay `Intent` and settle by looking at Azure.
+                            unknown_fate_retries += 1;
+                            if unknown_fate_retries > 5 {
+                                return self.fail(run, step, &e.code_or_kind(), e.message);
+                            }
+                            self.note(&mut rec, format!("backup POST outcome unknown ({}); checking Azure", e.message))?;
+                            if !self.sleep(self.options.busy_poll.min(Duration::from_secs(5))).await {
+                                return Ok(StepEnd::Interrupted);
+                            }
+                        }
+                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                    }
+                }
+                StepState::Intent { .. } => {
+                    // Settle an intent of unknown fate: wait out a running operation, then the
+                    // backup blob tells whether the backup happened.
+                    match self.wait_ready(&step.id, &svc).await {
+                        Ok(_) => {}
+                        Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                    }
+                    let name = rec.backup.clone().expect("intent names its backup");
+                    let store = match self.azure.blob_store(&target) {
+                        Ok(s) => s,
+                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                    };
+                    match store.head(&target.container, name.as_str()).await {
+                        Ok(Some(_)) => {
+                            self.note(&mut rec, format!("settled: backup `{name}` exists in storage; not POSTing again"))?;
+                            if let Some(end) = self.finish_backup(run, step, &mut rec, &node, &target, source_sku).await? {
+                                return Ok(end);
+                            }
+                        }
+                        Ok(None) => {
+                            self.note(&mut rec, format!("settled: backup `{name}` never happened; issuing it"))?;
+                            rec.attempt = rec.attempt.saturating_sub(1);
+                            self.save(&mut rec, StepState::Pending)?;
+                            busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+                        }
+                        Err(e) => return self.fail(run, step, "StorageError", e.to_string()),
+                    }
+                }
+                StepState::Accepted { poll, .. } => {
+                    match self.poll_until_done(run, step, &mut rec, &svc, OpHandle(poll)).await? {
+                        PollEnd::Succeeded => {
+                            if let Some(end) = self.finish_backup(run, step, &mut rec, &node, &target, source_sku).await? {
+                                return Ok(end);
+                            }
+                        }
+                        PollEnd::Lost => {
+                            self.note(&mut rec, "the operation is no longer known to Azure; settling".into())?;
+                            self.save(&mut rec, StepState::Intent { at: self.clock.now() })?;
+                        }
+                        PollEnd::End(end) => return Ok(end),
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a backup operation succeeded: the consistency guard, the sidecar, the catalog.
+    /// Returns `None` to loop (another backup is needed).
+    async fn finish_backup(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        rec: &mut StepRecord,
+        node: &crate::topology::ServiceNode,
+        target: &drsync_core::StorageTarget,
+        sku: Option<drsync_core::Sku>,
+    ) -> Result<Option<StepEnd>, StoreError> {
+        let name = rec.backup.clone().expect("backup named");
+        let after = match self.azure.configuration_change_date(&node.service).await {
+            Ok(m) => m,
+            Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
+        };
+        let consistency = if after == rec.change_marker { Consistency::Consistent } else { Consistency::Suspect };
+        let sku = match sku {
+            Some(sku) => sku,
+            None => match self.azure.service(&node.service).await {
+                Ok(s) => s.sku,
+                Err(_) => node.sku,
+            },
+        };
+        let created_at = self.clock.now();
+        let record = BackupRecord {
+            name: name.clone(),
+            source: node.service.clone(),
+            sku,
+            storage_account: target.account.clone(),
+            container: target.container.clone(),
+            created_at,
+            expires_at: BackupRecord::expiry_for(created_at),
+            change_marker: rec.change_marker,
+            consistency,
+        };
+        let doc = BackupDoc::from_record(&record, Some(run.run_id));
+        let store = match self.azure.blob_store(target) {
+            Ok(s) => s,
+            Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
+        };
+        if let Err(e) = catalog::write_sidecar(store.as_ref(), &doc).await {
+            return self.fail(run, step, "StorageError", format!("cannot write the sidecar of `{name}`: {e}")).map(Some);
+        }
+        self.checkpoints.put_backup(&doc)?;
+        if consistency == Consistency::Suspect {
+            let changed = after.map(|t| t.to_rfc3339()).unwrap_or_else(|| "an unknown time".into());
+            if self.options.retry_suspect && rec.attempt < 2 {
+                self.note(rec, format!("backup `{name}` is suspect: `{}` changed at {changed} while it ran; taking one more", node.name()))?;
+                self.save(rec, StepState::Pending)?;
+                return Ok(None);
+            }
+            self.note(rec, format!("backup `{name}` is suspect: `{}` changed at {changed} while it ran", node.name()))?;
+        }
+        self.save(rec, StepState::Succeeded { at: self.clock.now() })?;
+        self.crash_if("succeeded", OpKind::Backup);
+        Ok(Some(StepEnd::Succeeded))
+    }
+
+    async fn poll_until_done(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        rec: &mut StepRecord,
+        service: &ServiceRef,
+        mut handle: OpHandle,
+    ) -> Result<PollEnd, StoreError> {
+        let mut errors = 0u32;
+        loop {
+            match self.azure.poll(&handle).await {
+                Ok(PollStatus::Succeeded) => return Ok(PollEnd::Succeeded),
+                Ok(PollStatus::Failed { code, message }) => {
+                    return self.fail(run, step, &code, message).map(PollEnd::End);
+                }
+                Ok(PollStatus::Running { handle: next, retry_after }) => {
+                    errors = 0;
+                    if next != handle {
+                        // The poller's state moved on (next poll time, a new Location): keep the
+                        // checkpoint current, without announcing a state change.
+                        handle = next;
+                        let at = match rec.state {
+                            StepState::Accepted { at, .. } => at,
+                            _ => self.clock.now(),
+                        };
+                        rec.state = StepState::Accepted { at, poll: handle.0.clone() };
+                        rec.updated_at = self.clock.now();
+                        self.checkpoints.put_step(rec)?;
+                    }
+                    self.renew_lease(run, step, service)?;
+                    if !self.sleep(retry_after.min(self.options.max_poll_interval)).await {
+                        return Ok(PollEnd::End(StepEnd::Interrupted));
+                    }
+                }
+                Err(e) if e.kind == AzureErrorKind::NotFound => return Ok(PollEnd::Lost),
+                Err(e) if retryable(&e) && errors < 10 => {
+                    errors += 1;
+                    if !self.sleep(self.options.busy_poll.min(Duration::from_secs(2 * u64::from(errors)))).await {
+                        return Ok(PollEnd::End(StepEnd::Interrupted));
+                    }
+                }
+                Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(PollEnd::End),
+            }
+        }
+    }
+
+    fn resolve_backup(&self, run: &RunRecord, backup: &BackupSource) -> Result<Option<BackupName>, StoreError> {
+        Ok(match backup {
+            BackupSource::Existing(name) => Some(name.clone()),
+            BackupSource::Step(id) => self.checkpoints.step(run.run_id, id)?.and_then(|r| r.backup),
+        })
+    }
+
+    async fn restore_step(&self, run: &RunRecord, step: &Step, target: &str, backup: &BackupSource) -> Result<StepEnd, StoreError> {
+        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+        let Some(node) = self.topology.service(target).cloned() else {
+            return self.fail(run, step, "UnknownService", format!("service `{target}` is not configured"));
+        };
+        let Some(replication) = self.topology.replication(&step.replication) else {
+            return self.fail(run, step, "UnknownReplication", format!("replication `{}` is not configured", step.replication));
+        };
+        let storage = self.topology.storage_of(replication).target.clone();
+        let Some(name) = self.resolve_backup(run, backup)? else {
+            return self.fail(run, step, "NoBackup", format!("{backup} has no backup name"));
+        };
+        if rec.backup.as_ref() != Some(&name) {
+            rec.backup = Some(name.clone());
+            self.checkpoints.put_step(&rec)?;
+        }
+        let svc = node.service.clone();
+        let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+        let mut unknown_fate_retries = 0u32;
+        loop {
+            match rec.state.clone() {
+                StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
+                StepState::Failed { code, message, .. } => return Ok(StepEnd::Failed { code, message }),
+                StepState::Skipped { reason } => return Ok(StepEnd::Failed { code: "Skipped".into(), message: reason }),
+                StepState::Pending => {
+                    let state = match self.wait_ready(&step.id, &svc).await {
+                        Ok(s) => s,
+                        Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                    };
+                    // Refuse before the POST what Azure would refuse after it.
+                    let catalog = catalog::entries(&self.checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+                    if let Some(entry) = catalog.iter().find(|e| e.record.name == name) {
+                        if !entry.record.sku.restorable_into(&state.sku) {
+                            return self.fail(run, step, "SkuMismatch", format!(
+                                "backup `{name}` is of a {} service but `{target}` is {}; not restoring",
+                                entry.record.sku.tier, state.sku.tier
+                            ));
+                        }
+                        if !entry.record.is_restorable_at(self.clock.now()) {
+                            return self.fail(run, step, "BackupExpired", format!(
+                                "backup `{name}` expired at {}; not restoring", entry.record.expires_at.to_rfc3339()
+                            ));
+                        }
+                    }
+                    if *self.cancel.borrow() {
+                        return Ok(StepEnd::Interrupted);
+                    }
+                    self.save(&mut rec, StepState::Intent { at: self.clock.now() })?;
+                    self.crash_if("intent", OpKind::Restore);
+                    let begun = self.azure.begin(OpKind::Restore, &svc, &storage, &name).await;
+                    self.crash_if("posted", OpKind::Restore);
+                    match begun {
+                        Ok(Begun::Accepted(handle)) => {
+                            self.save(&mut rec, StepState::Accepted { at: self.clock.now(), poll: handle.0 })?;
+                            self.crash_if("accepted", OpKind::Restore);
+                        }
+                        Ok(Begun::Completed) => return self.finish_restore(run, step, &mut rec, target, &name),
+                        Err(e) if e.kind == AzureErrorKind::Busy => {
+                            self.save(&mut rec, StepState::Pending)?;
+                            if tokio::time::Instant::now() >= busy_deadline {
+                                return self.fail(run, step, "ServiceBusy", format!("{}; gave up after {}", e.message, crate::plan::human(self.options.busy_timeout)));
+                            }
+                            self.observer.event(&Event::Note { step: step.id.clone(), text: format!("{}; waiting", e.message) });
+                            if !self.sleep(self.options.busy_poll).await {
+                                return Ok(StepEnd::Interrupted);
+                            }
+                        }
+                        Err(e) if matches!(e.kind, AzureErrorKind::Unavailable | AzureErrorKind::Throttled) => {
+                            unknown_fate_retries += 1;
+                            if unknown_fate_retries > 5 {
+                                return self.fail(run, step, &e.code_or_kind(), e.message);
+                            }
+                            self.note(&mut rec, format!("restore POST outcome unknown ({}); checking Azure", e.message))?;
+                            if !self.sleep(self.options.busy_poll.min(Duration::from_secs(5))).await {
+                                return Ok(StepEnd::Interrupted);
+                            }
+                        }
+                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                    }
+                }
+                StepState::Intent { at } => {
+                    // Settle: wait out a running operation; a restore changes the target's
+                    // configuration, so a change after the intent means it happened.
+                    match self.wait_ready(&step.id, &svc).await {
+                        Ok(_) => {}
+                        Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                    }
+                    let changed = match self.azure.configuration_change_date(&svc).await {
+                        Ok(d) => d,
+                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                    };
+                    // The change date has second precision in some api-versions: compare to the second.
+                    if changed.is_some_and(|d| d.timestamp() >= at.timestamp()) {
+                        self.note(&mut rec, format!("settled: `{target}` changed after the restore intent; not POSTing again"))?;
+                        return self.finish_restore(run, step, &mut rec, target, &name);
+                    }
+                    self.note(&mut rec, format!("settled: the restore into `{target}` never happened; issuing it"))?;
+                    self.save(&mut rec, StepState::Pending)?;
+                    busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+                }
+                StepState::Accepted { poll, .. } => {
+                    match self.poll_until_done(run, step, &mut rec, &svc, OpHandle(poll)).await? {
+                        PollEnd::Succeeded => return self.finish_restore(run, step, &mut rec, target, &name),
+                        PollEnd::Lost => {
+                            self.note(&mut rec, "the operation is no longer known to Azure; settling".into())?;
+                            let at = rec.updated_at;
+                            self.save(&mut rec, StepState::Intent { at })?;
+                        }
+                        PollEnd::End(end) => return Ok(end),
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_restore(
+        &self,
+        run: &RunRecord,
+        _step: &Step,
+        rec: &mut StepRecord,
+        target: &str,
+        name: &BackupName,
+    ) -> Result<StepEnd, StoreError> {
+        self.checkpoints.put_restore(&RestoreDoc {
+            schema_version: SCHEMA_VERSION,
+            target: target.into(),
+            backup: name.clone(),
+            restored_at: self.clock.now(),
+            run_id: run.run_id,
+        })?;
+        self.save(rec, StepState::Succeeded { at: self.clock.now() })?;
+        self.crash_if("succeeded", OpKind::Restore);
+        Ok(StepEnd::Succeeded)
+    }
+
+    async fn verify_step(&self, run: &RunRecord, step: &Step, target: &str, source: &str) -> Result<StepEnd, StoreError> {
+        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+        if matches!(rec.state, StepState::Succeeded { .. }) {
+            return Ok(StepEnd::Succeeded);
+        }
+        let (Some(t), Some(s)) = (self.topology.service(target).cloned(), self.topology.service(source).cloned()) else {
+            return self.fail(run, step, "UnknownService", format!("`{target}` or `{source}` is not configured"));
+        };
+        let Some(replication) = self.topology.replication(&step.replication).cloned() else {
+            return self.fail(run, step, "UnknownReplication", step.replication.clone());
+        };
+        let restore_id = step.after.first().cloned().unwrap_or_default();
+        let backup = self.checkpoints.step(run.run_id, &restore_id)?.and_then(|r| r.backup);
+        let state = match self.wait_ready(&step.id, &t.service).await {
+            Ok(s) => s,
+            Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+            Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+        };
+        let entry: Option<CatalogEntry> = match &backup {
+            Some(b) => catalog::entries(&self.checkpoints)
+                .map_err(|e| StoreError::Db(e.to_string()))?
+                .into_iter()
+                .find(|e| &e.record.name == b),
+            None => None,
+        };
+        if let Some(e) = &entry {
+            if e.record.sku.tier != state.sku.tier {
+                return self.fail(run, step, "VerificationFailed", format!(
+                    "`{target}` is {} after the restore, the backup is {}", state.sku.tier, e.record.sku.tier
+                ));
+            }
+        }
+        // Compare collections by name. The source may have changed since the backup; then
+        // differences are expected and only noted.
+        let source_changed_since = match self.azure.configuration_change_date(&s.service).await {
+            Ok(now_marker) => match &entry {
+                Some(e) => e.record.consistency != Consistency::Consistent || now_marker != e.record.change_marker,
+                None => true,
+            },
+            Err(_) => true,
+        };
+        let mut kinds = Vec::new();
+        if replication.verify.apis {
+            kinds.push(EntityKind::Apis);
+        }
+        if replication.verify.products {
+            kinds.push(EntityKind::Products);
+        }
+        if replication.verify.named_values {
+            kinds.push(EntityKind::NamedValues);
+        }
+        let mut differences = Vec::new();
+        for kind in kinds {
+            let (a, b) = match (
+                self.azure.entity_names(&s.service, kind).await,
+                self.azure.entity_names(&t.service, kind).await,
+            ) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => return self.fail(run, step, &e.code_or_kind(), e.message),
+            };
+            let a: BTreeSet<_> = a.into_iter().collect();
+            let b: BTreeSet<_> = b.into_iter().collect();
+            let missing: Vec<_> = a.difference(&b).cloned().collect();
+            let extra: Vec<_> = b.difference(&a).cloned().collect();
+            if !missing.is_empty() {
+                differences.push(format!("{} missing on `{target}`: {}", kind.as_str(), missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                differences.push(format!("{} only on `{target}`: {}", kind.as_str(), extra.join(", ")));
+            }
+        }
+        if !differences.is_empty() {
+            if source_changed_since {
+                self.note(&mut rec, format!(
+                    "`{source}` changed since the backup; differences expected until the next sync: {}",
+                    differences.join("; ")
+                ))?;
+            } else {
+                return self.fail(run, step, "VerificationFailed", differences.join("; "));
+            }
+        }
+        self.save(&mut rec, StepState::Succeeded { at: self.clock.now() })?;
+        Ok(StepEnd::Succeeded)
+    }
+}
+
+enum WaitEnd {
+    Interrupted,
+    Failed(String, String),
+}
+
+enum PollEnd {
+    Succeeded,
+    Lost,
+    End(StepEnd),
+}
+
+fn retryable(e: &AzureError) -> bool {
+    matches!(e.kind, AzureErrorKind::Unavailable | AzureErrorKind::Throttled)
+}
+
+fn summary(rec: &StepRecord) -> String {
+    match &rec.backup {
+        Some(b) => b.to_string(),
+        None => String::new(),
+    }
+}

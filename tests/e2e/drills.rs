@@ -1,0 +1,417 @@
+//! End-to-end: drills, clones, failover and failback, with the real `drsync` binary against the
+//! emulator over loopback (issue #6).
+//!
+//! Each test starts the emulator in-process (backups take 0.3 s and restores 1.8 s at its time
+//! scale), writes a configuration whose storage account is a local directory shared with the
+//! emulator, and runs `drsync` as a child process with a static token. Reports are read back
+//! from the state directory: JSON checked against `docs/report-schema.json`, JUnit parsed.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::Context as _;
+use drsync_tests::bin::{drsync_path, repo_path};
+use drsync_tests::emulator::{ACCOUNT, ACCOUNT_KEY, RG, SUB, ServiceSeed, TENANT, TestEmulator};
+use serde_json::{Value, json};
+
+const PRIMARY: &str = "apim-weu";
+const STANDBY: &str = "apim-neu";
+const STAGING: &str = "apim-stg";
+
+/// An emulator with a primary (sample configuration), a standby and a staging service, and a
+/// drsync configuration for them.
+struct Setup {
+    emu: TestEmulator,
+    work: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    async fn start() -> anyhow::Result<Self> {
+        let emu = TestEmulator::start(0.001).await?;
+        emu.seed_with(ServiceSeed::new(SUB, RG, PRIMARY, "westeurope").with_sample_config())?;
+        emu.seed_with(ServiceSeed::new(SUB, RG, STANDBY, "northeurope"))?;
+        emu.seed_with(ServiceSeed::new(SUB, RG, STAGING, "westeurope"))?;
+        let work = tempfile::tempdir()?;
+        let storage = emu.dir.path().join(ACCOUNT);
+        let config = work.path().join("drsync.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[azure]
+tenant = "{TENANT}"
+endpoint = "{base}"
+[azure.credential]
+kind = "static_token"
+token = "env:DRSYNC_TEST_TOKEN"
+
+[state]
+dir = "state"
+
+[[storage]]
+name = "neu-backups"
+account = "{ACCOUNT}"
+region = "northeurope"
+container = "apim-backups"
+endpoint = "dir:{storage}"
+access = "account_key"
+key = "env:DRSYNC_TEST_STORAGE_KEY"
+
+[[service]]
+name = "{PRIMARY}"
+subscription = "{SUB}"
+resource_group = "{RG}"
+region = "westeurope"
+sku = "Premium"
+role = "primary"
+
+[[service]]
+name = "{STANDBY}"
+subscription = "{SUB}"
+resource_group = "{RG}"
+region = "northeurope"
+sku = "Premium"
+role = "standby"
+
+[[service]]
+name = "{STAGING}"
+subscription = "{SUB}"
+resource_group = "{RG}"
+region = "westeurope"
+sku = "Premium"
+role = "staging"
+
+[[replication]]
+name = "contoso-dr"
+from = "{PRIMARY}"
+to = ["{STANDBY}", "{STAGING}"]
+storage = "neu-backups"
+rpo = "1h"
+retention = "14d"
+rto = "45m"
+"#,
+                base = emu.base(),
+                storage = storage.display(),
+            ),
+        )?;
+        Ok(Self { emu, work, config })
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.work.path().join("state")
+    }
+
+    /// Runs `drsync ARGS -c CONFIG` with stdin closed (not a terminal).
+    async fn drsync(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let out = tokio::process::Command::new(drsync_path())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.work.path())
+            .env("DRSYNC_TEST_TOKEN", &self.emu.token)
+            .env("DRSYNC_TEST_STORAGE_KEY", ACCOUNT_KEY)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .context("run drsync")?;
+        Ok(out)
+    }
+
+    /// Every report in the state directory, oldest first.
+    fn reports(&self) -> anyhow::Result<Vec<(PathBuf, Value)>> {
+        let dir = self.state_dir().join("drills");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let path = entry?.path();
+            let json: Value = serde_json::from_str(&std::fs::read_to_string(path.join("report.json"))?)?;
+            out.push((path, json));
+        }
+        out.sort_by(|a, b| a.1["started_at"].as_str().cmp(&b.1["started_at"].as_str()));
+        Ok(out)
+    }
+
+    fn newest_report(&self) -> anyhow::Result<(PathBuf, Value)> {
+        self.reports()?.pop().context("no report")
+    }
+
+    fn add_api(&self, service: &str, name: &str) -> anyhow::Result<()> {
+        let state = self.emu.state();
+        let mut config = state.configuration(SUB, RG, service).context("no such service")?;
+        config.apis.insert(
+            name.into(),
+            json!({"displayName": name, "path": name, "protocols": ["https"],
+                   "serviceUrl": format!("https://backend.example.com/{name}")}),
+        );
+        state.set_configuration(SUB, RG, service, config)?;
+        Ok(())
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Checks a report against the published schema.
+fn check_schema(report: &Value) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("docs/report-schema.json")).expect("the schema exists"),
+    )
+    .expect("the schema is JSON");
+    let validator = jsonschema::draft202012::new(&schema).expect("a valid JSON Schema");
+    let errors: Vec<String> =
+        validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "the report breaks docs/report-schema.json: {errors:#?}");
+}
+
+/// Parses JUnit XML: (testsuite count, [(testcase name, failure message)]).
+fn parse_junit(path: &Path) -> (usize, Vec<(String, Option<String>)>) {
+    use quick_xml::events::Event;
+    let xml = std::fs::read_to_string(path).expect("junit.xml exists");
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut suites = 0;
+    let mut cases: Vec<(String, Option<String>)> = Vec::new();
+    let attr = |e: &quick_xml::events::BytesStart<'_>, name: &str| -> String {
+        e.try_get_attribute(name)
+            .expect("well-formed attributes")
+            .unwrap_or_else(|| panic!("attribute `{name}` is present"))
+            .normalized_value(quick_xml::XmlVersion::Explicit1_0)
+            .expect("attribute value decodes")
+            .into_owned()
+    };
+    loop {
+        match reader.read_event().expect("junit.xml is well-formed XML") {
+            Event::Start(e) | Event::Empty(e) => match e.name().as_ref() {
+                b"testsuite" => suites += 1,
+                b"testcase" => cases.push((attr(&e, "name"), None)),
+                b"failure" => cases.last_mut().expect("failure in a testcase").1 = Some(attr(&e, "message")),
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    (suites, cases)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_passes_and_writes_three_reports() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": PASSED"), "{}", text(&out));
+
+    let (dir, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(report["kind"], "drill");
+    assert_eq!(report["target"]["name"], STANDBY);
+    assert_eq!(report["backup"]["reused"], false);
+    let phases: Vec<(&str, &str)> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [("preflight", "passed"), ("backup", "passed"), ("restore", "passed"), ("verify", "passed")]
+    );
+    // The sample configuration was compared item by item, and restored.
+    let counts = report["verification"]["counts"].as_array().unwrap();
+    assert!(counts.iter().all(|c| c["expected"] == c["actual"]), "{counts:?}");
+    assert!(counts.iter().any(|c| c["expected"].as_u64().unwrap() > 0), "{counts:?}");
+    assert_eq!(report["objectives"]["recovery_time"]["status"], "met");
+    assert_eq!(report["objectives"]["recovery_point"]["status"], "met");
+
+    let md = std::fs::read_to_string(dir.join("report.md"))?;
+    assert!(md.contains(": PASSED") && md.contains("No differences."), "{md}");
+    let (suites, cases) = parse_junit(&dir.join("junit.xml"));
+    assert_eq!(suites, 1);
+    assert!(cases.iter().any(|(n, _)| n == "phase restore"), "{cases:?}");
+    assert!(cases.iter().all(|(_, f)| f.is_none()), "{cases:?}");
+
+    // `drills list` and `drills show` read it back.
+    let id = report["id"].as_str().unwrap();
+    let out = s.drsync(&["drills", "list"]).await?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id), "{}", text(&out));
+    let out = s.drsync(&["drills", "show", &id[..id.len() - 4], "--format", "json"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(shown, report);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_fails_verification_naming_an_api_added_after_the_backup() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    s.add_api(PRIMARY, "inventory")?;
+
+    let out = s.drsync(&["drill", "--edge", "contoso-dr", "--use-latest"]).await?;
+    assert_eq!(out.status.code(), Some(3), "a failed drill exits 3: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = "API `inventory` is in the source but missing from the restored service";
+    assert!(stdout.contains(want), "{}", text(&out));
+
+    let (dir, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["backup"]["reused"], true);
+    assert_eq!(
+        report["verification"]["differences"],
+        json!([{"kind": "missing", "item": "api", "name": "inventory"}])
+    );
+    let (_, cases) = parse_junit(&dir.join("junit.xml"));
+    let failed: Vec<&(String, Option<String>)> = cases.iter().filter(|c| c.1.is_some()).collect();
+    assert!(
+        failed.iter().any(|(n, f)| n == "verify APIs" && f.as_deref().unwrap().contains(want)),
+        "{cases:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_hook_fails_its_phase() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    let hooks = s.work.path().join("hooks.toml");
+    std::fs::write(
+        &hooks,
+        r#"
+[[hooks]]
+name = "drain"
+phase = "restore"
+when = "before"
+command = "echo draining $DRSYNC_TARGET_NAME; echo no route to traffic manager >&2; exit 7"
+timeout = "30s"
+"#,
+    )?;
+    s.emu.emu.state().clear_request_log();
+    let out = s.drsync(&["drill", "--edge", "contoso-dr", "--hooks", hooks.to_str().unwrap()]).await?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let (dir, report) = s.newest_report()?;
+    check_schema(&report);
+    let restore = &report["phases"][2];
+    assert_eq!(restore["phase"], "restore");
+    assert_eq!(restore["status"], "failed");
+    assert_eq!(restore["message"], "before-hook `drain` failed: exited with status 7");
+    assert_eq!(restore["hooks"][0]["stdout"], format!("draining {STANDBY}\n"));
+    assert_eq!(restore["hooks"][0]["stderr"], "no route to traffic manager\n");
+    assert_eq!(report["phases"][3]["status"], "skipped");
+    // The restore was never started.
+    let restores = s.emu.emu.request_log().iter().filter(|r| r.kind == "restore-post").count();
+    assert_eq!(restores, 0);
+    let (_, cases) = parse_junit(&dir.join("junit.xml"));
+    assert!(
+        cases.contains(&("hook drain (before restore)".into(), Some("exited with status 7".into()))),
+        "{cases:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_restores_into_staging_in_the_same_region() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    let out = s.drsync(&["clone", "--from", PRIMARY, "--to", STAGING]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["kind"], "clone");
+    assert_eq!(report["target"]["name"], STAGING);
+    assert_eq!(report["outcome"], "passed");
+    // The staging copy now holds the primary's APIs.
+    let primary = s.emu.state().configuration(SUB, RG, PRIMARY).unwrap();
+    let staging = s.emu.state().configuration(SUB, RG, STAGING).unwrap();
+    assert_eq!(primary.apis.keys().collect::<Vec<_>>(), staging.apis.keys().collect::<Vec<_>>());
+
+    // A clone to a service that no replication copies to is refused as a usage error.
+    let out = s.drsync(&["clone", "--from", STANDBY, "--to", STAGING]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no replication copies `apim-neu` to `apim-stg`"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    // A backup (with its sidecar) in the North Europe storage account.
+    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The West Europe region goes down, and the local state with it: only the standby region's
+    // storage is left.
+    std::fs::remove_dir_all(s.state_dir())?;
+    let mut faults = s.emu.state().faults();
+    faults.unavailable_regions = vec!["westeurope".into()];
+    s.emu.state().set_faults(faults.clone())?;
+    s.emu.state().clear_request_log();
+
+    // Not on a terminal and no --yes: refused, nothing done.
+    let out = s.drsync(&["failover", "--to", STANDBY]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"), "{}", text(&out));
+
+    let out = s.drsync(&["failover", "--to", STANDBY, "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["kind"], "failover");
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(report["backup"]["reused"], true);
+    assert_eq!(report["verification"]["source"], Value::Null);
+    assert_eq!(report["objectives"]["recovery_point"]["basis"], "backup_age");
+    let phases: Vec<&str> =
+        report["phases"].as_array().unwrap().iter().map(|p| p["status"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["passed", "skipped", "passed", "passed", "passed"]);
+    // Nothing touched the primary.
+    let log = s.emu.emu.request_log();
+    let touched: Vec<_> = log.iter().filter(|r| r.path.contains(&format!("/service/{PRIMARY}"))).collect();
+    assert!(touched.is_empty(), "the failover called the unreachable primary: {touched:?}");
+    assert_eq!(log.iter().filter(|r| r.kind == "restore-post").count(), 1);
+    // The role swap is recorded.
+    let roles: Value = serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
+    assert_eq!(roles["swaps"][0]["primary"], STANDBY);
+    assert_eq!(roles["swaps"][0]["original_primary"], PRIMARY);
+    // Later runs start from the new primary: the next sync backs it up and restores the old
+    // primary as a standby.
+    let out = s.drsync(&["plan", "--output", "json"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout)?;
+    let actions: Vec<&Value> = plan["steps"].as_array().unwrap().iter().map(|s| &s["action"]).collect();
+    assert!(
+        actions.iter().any(|a| a["kind"] == "backup" && a["service"] == STANDBY),
+        "{plan:#}"
+    );
+    assert!(
+        actions.iter().any(|a| a["kind"] == "restore" && a["target"] == PRIMARY),
+        "{plan:#}"
+    );
+
+    // The region comes back; a change is made on the new primary; failback carries it home.
+    faults.unavailable_regions.clear();
+    s.emu.state().set_faults(faults)?;
+    s.add_api(STANDBY, "made-during-failover")?;
+    let out = s.drsync(&["failback", "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["kind"], "failback");
+    assert_eq!(report["source"]["name"], STANDBY);
+    assert_eq!(report["target"]["name"], PRIMARY);
+    assert_eq!(report["outcome"], "passed", "{report:#}");
+    let primary = s.emu.state().configuration(SUB, RG, PRIMARY).unwrap();
+    assert!(primary.apis.contains_key("made-during-failover"));
+    let roles: Value = serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
+    assert_eq!(roles["swaps"], json!([]));
+
+    // Nothing left to fail back.
+    let out = s.drsync(&["failback", "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    Ok(())
+}
