@@ -1,7 +1,8 @@
 //! End-to-end: `drsync_arm_client::ArmClient` against the emulator over real sockets: tokens
 //! from the emulator's Entra ID endpoint, backup and restore to completion, throttling storms,
-//! injected 500/503 and dropped connections, an expired token mid-operation, and a restore
-//! resumed by another client from its serialized poll state.
+//! injected 500/503 and dropped connections (never resent after a backup POST), a token
+//! endpoint outage, an expired token mid-operation, and a restore resumed by another client
+//! from its serialized poll state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,6 +308,27 @@ async fn a_backup_post_whose_fate_is_unknown_is_never_resent() {
     assert_eq!(emu.count("backup-post"), 1, "sent exactly once");
     assert!(!err.to_string().contains(ACCOUNT_KEY));
 
+    // A 500 may come after ARM accepted the operation: not resent either.
+    emu.state()
+        .set_faults(FaultConfig {
+            status_500: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let err = client
+        .begin_backup(
+            &svc("apim-weu"),
+            &request("apim-weu.20261127T120000Z.bbbbbbbc"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
+    assert!(
+        err.to_string().contains("HTTP 500 InternalServerError"),
+        "{err}"
+    );
+    assert_eq!(emu.count("backup-post"), 2, "the second backup sent once");
+
     // A 503 is a definite refusal: the POST is retried, then reported with the ARM code.
     emu.state()
         .set_faults(FaultConfig {
@@ -335,6 +357,34 @@ async fn a_backup_post_whose_fate_is_unknown_is_never_resent() {
         (503, "ServiceUnavailable", 3)
     );
     assert_eq!(emu.count("restore-post"), 3);
+}
+
+#[tokio::test]
+async fn a_token_endpoint_outage_is_ridden_out() {
+    let emu = TestEmulator::start(0.001).await.unwrap();
+    prepare(&emu).await;
+    emu.state()
+        .set_faults(FaultConfig {
+            token_endpoint_down: true,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let client = client(&emu);
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get_service(&svc("apim-weu")).await })
+    };
+    // Entra ID answers 503 until it recovers; the call waits instead of failing.
+    // (A client that gave up at once would end the call: then the unwrap below reports it.)
+    while emu.count("token-v2") < 2 && !call.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    emu.state().set_faults(FaultConfig::default()).unwrap();
+    let svc = call.await.unwrap().unwrap();
+    assert_eq!(svc.name, "apim-weu");
+    let m = client.metrics();
+    assert!(m.token_fetches >= 3 && m.transport_errors >= 2, "{m:?}");
+    assert_eq!(m.requests_sent, 1, "ARM saw one request: {m:?}");
 }
 
 #[tokio::test]

@@ -125,7 +125,8 @@ rto = "45m"
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
             let path = entry?.path();
-            let json: Value = serde_json::from_str(&std::fs::read_to_string(path.join("report.json"))?)?;
+            let json: Value =
+                serde_json::from_str(&std::fs::read_to_string(path.join("report.json"))?)?;
             out.push((path, json));
         }
         out.sort_by(|a, b| a.1["started_at"].as_str().cmp(&b.1["started_at"].as_str()));
@@ -138,7 +139,9 @@ rto = "45m"
 
     fn add_api(&self, service: &str, name: &str) -> anyhow::Result<()> {
         let state = self.emu.state();
-        let mut config = state.configuration(SUB, RG, service).context("no such service")?;
+        let mut config = state
+            .configuration(SUB, RG, service)
+            .context("no such service")?;
         config.apis.insert(
             name.into(),
             json!({"displayName": name, "path": name, "protocols": ["https"],
@@ -165,9 +168,14 @@ fn check_schema(report: &Value) {
     )
     .expect("the schema is JSON");
     let validator = jsonschema::draft202012::new(&schema).expect("a valid JSON Schema");
-    let errors: Vec<String> =
-        validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "the report breaks docs/report-schema.json: {errors:#?}");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the report breaks docs/report-schema.json: {errors:#?}"
+    );
 }
 
 /// Parses JUnit XML: (testsuite count, [(testcase name, failure message)]).
@@ -190,7 +198,9 @@ fn parse_junit(path: &Path) -> (usize, Vec<(String, Option<String>)>) {
             Event::Start(e) | Event::Empty(e) => match e.name().as_ref() {
                 b"testsuite" => suites += 1,
                 b"testcase" => cases.push((attr(&e, "name"), None)),
-                b"failure" => cases.last_mut().expect("failure in a testcase").1 = Some(attr(&e, "message")),
+                b"failure" => {
+                    cases.last_mut().expect("failure in a testcase").1 = Some(attr(&e, "message"))
+                }
                 _ => {}
             },
             Event::Eof => break,
@@ -203,9 +213,25 @@ fn parse_junit(path: &Path) -> (usize, Vec<(String, Option<String>)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_passes_and_writes_three_reports() -> anyhow::Result<()> {
     let s = Setup::start().await?;
-    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    let junit = s.work.path().join("ci-junit.xml");
+    let out = s
+        .drsync(&[
+            "drill",
+            "--edge",
+            "contoso-dr",
+            "--junit",
+            junit.to_str().unwrap(),
+        ])
+        .await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(": PASSED"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(": PASSED"),
+        "{}",
+        text(&out)
+    );
+    let (suites, cases) = parse_junit(&junit);
+    assert_eq!(suites, 1, "one testsuite per drill");
+    assert!(cases.iter().all(|(_, f)| f.is_none()), "{cases:?}");
 
     let (dir, report) = s.newest_report()?;
     check_schema(&report);
@@ -221,17 +247,39 @@ async fn a_drill_passes_and_writes_three_reports() -> anyhow::Result<()> {
         .collect();
     assert_eq!(
         phases,
-        [("preflight", "passed"), ("backup", "passed"), ("restore", "passed"), ("verify", "passed")]
+        [
+            ("preflight", "passed"),
+            ("backup", "passed"),
+            ("restore", "passed"),
+            ("verify", "passed")
+        ]
     );
     // The sample configuration was compared item by item, and restored.
     let counts = report["verification"]["counts"].as_array().unwrap();
-    assert!(counts.iter().all(|c| c["expected"] == c["actual"]), "{counts:?}");
-    assert!(counts.iter().any(|c| c["expected"].as_u64().unwrap() > 0), "{counts:?}");
+    assert!(
+        counts.iter().all(|c| c["expected"] == c["actual"]),
+        "{counts:?}"
+    );
+    assert!(
+        counts.iter().any(|c| c["expected"].as_u64().unwrap() > 0),
+        "{counts:?}"
+    );
     assert_eq!(report["objectives"]["recovery_time"]["status"], "met");
     assert_eq!(report["objectives"]["recovery_point"]["status"], "met");
 
+    // No secret (the storage key, the bearer token) in any of the three reports.
+    for file in ["report.json", "report.md", "junit.xml"] {
+        let body = std::fs::read_to_string(dir.join(file))?;
+        assert!(
+            !body.contains(ACCOUNT_KEY) && !body.contains(&s.emu.token),
+            "a secret in {file}"
+        );
+    }
     let md = std::fs::read_to_string(dir.join("report.md"))?;
-    assert!(md.contains(": PASSED") && md.contains("No differences."), "{md}");
+    assert!(
+        md.contains(": PASSED") && md.contains("No differences."),
+        "{md}"
+    );
     let (suites, cases) = parse_junit(&dir.join("junit.xml"));
     assert_eq!(suites, 1);
     assert!(cases.iter().any(|(n, _)| n == "phase restore"), "{cases:?}");
@@ -240,8 +288,14 @@ async fn a_drill_passes_and_writes_three_reports() -> anyhow::Result<()> {
     // `drills list` and `drills show` read it back.
     let id = report["id"].as_str().unwrap();
     let out = s.drsync(&["drills", "list"]).await?;
-    assert!(String::from_utf8_lossy(&out.stdout).contains(id), "{}", text(&out));
-    let out = s.drsync(&["drills", "show", &id[..id.len() - 4], "--format", "json"]).await?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(id),
+        "{}",
+        text(&out)
+    );
+    let out = s
+        .drsync(&["drills", "show", &id[..id.len() - 4], "--format", "json"])
+        .await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(shown, report);
@@ -255,8 +309,15 @@ async fn a_drill_fails_verification_naming_an_api_added_after_the_backup() -> an
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     s.add_api(PRIMARY, "inventory")?;
 
-    let out = s.drsync(&["drill", "--edge", "contoso-dr", "--use-latest"]).await?;
-    assert_eq!(out.status.code(), Some(3), "a failed drill exits 3: {}", text(&out));
+    let out = s
+        .drsync(&["drill", "--edge", "contoso-dr", "--use-latest"])
+        .await?;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a failed drill exits 3: {}",
+        text(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let want = "API `inventory` is in the source but missing from the restored service";
     assert!(stdout.contains(want), "{}", text(&out));
@@ -272,7 +333,9 @@ async fn a_drill_fails_verification_naming_an_api_added_after_the_backup() -> an
     let (_, cases) = parse_junit(&dir.join("junit.xml"));
     let failed: Vec<&(String, Option<String>)> = cases.iter().filter(|c| c.1.is_some()).collect();
     assert!(
-        failed.iter().any(|(n, f)| n == "verify APIs" && f.as_deref().unwrap().contains(want)),
+        failed
+            .iter()
+            .any(|(n, f)| n == "verify APIs" && f.as_deref().unwrap().contains(want)),
         "{cases:?}"
     );
     Ok(())
@@ -294,23 +357,49 @@ timeout = "30s"
 "#,
     )?;
     s.emu.emu.state().clear_request_log();
-    let out = s.drsync(&["drill", "--edge", "contoso-dr", "--hooks", hooks.to_str().unwrap()]).await?;
+    let out = s
+        .drsync(&[
+            "drill",
+            "--edge",
+            "contoso-dr",
+            "--hooks",
+            hooks.to_str().unwrap(),
+        ])
+        .await?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let (dir, report) = s.newest_report()?;
     check_schema(&report);
     let restore = &report["phases"][2];
     assert_eq!(restore["phase"], "restore");
     assert_eq!(restore["status"], "failed");
-    assert_eq!(restore["message"], "before-hook `drain` failed: exited with status 7");
-    assert_eq!(restore["hooks"][0]["stdout"], format!("draining {STANDBY}\n"));
-    assert_eq!(restore["hooks"][0]["stderr"], "no route to traffic manager\n");
+    assert_eq!(
+        restore["message"],
+        "before-hook `drain` failed: exited with status 7"
+    );
+    assert_eq!(
+        restore["hooks"][0]["stdout"],
+        format!("draining {STANDBY}\n")
+    );
+    assert_eq!(
+        restore["hooks"][0]["stderr"],
+        "no route to traffic manager\n"
+    );
     assert_eq!(report["phases"][3]["status"], "skipped");
     // The restore was never started.
-    let restores = s.emu.emu.request_log().iter().filter(|r| r.kind == "restore-post").count();
+    let restores = s
+        .emu
+        .emu
+        .request_log()
+        .iter()
+        .filter(|r| r.kind == "restore-post")
+        .count();
     assert_eq!(restores, 0);
     let (_, cases) = parse_junit(&dir.join("junit.xml"));
     assert!(
-        cases.contains(&("hook drain (before restore)".into(), Some("exited with status 7".into()))),
+        cases.contains(&(
+            "hook drain (before restore)".into(),
+            Some("exited with status 7".into())
+        )),
         "{cases:?}"
     );
     Ok(())
@@ -319,7 +408,9 @@ timeout = "30s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_restores_into_staging_in_the_same_region() -> anyhow::Result<()> {
     let s = Setup::start().await?;
-    let out = s.drsync(&["clone", "--from", PRIMARY, "--to", STAGING]).await?;
+    let out = s
+        .drsync(&["clone", "--from", PRIMARY, "--to", STAGING])
+        .await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (_, report) = s.newest_report()?;
     check_schema(&report);
@@ -329,17 +420,55 @@ async fn a_clone_restores_into_staging_in_the_same_region() -> anyhow::Result<()
     // The staging copy now holds the primary's APIs.
     let primary = s.emu.state().configuration(SUB, RG, PRIMARY).unwrap();
     let staging = s.emu.state().configuration(SUB, RG, STAGING).unwrap();
-    assert_eq!(primary.apis.keys().collect::<Vec<_>>(), staging.apis.keys().collect::<Vec<_>>());
+    assert_eq!(
+        primary.apis.keys().collect::<Vec<_>>(),
+        staging.apis.keys().collect::<Vec<_>>()
+    );
+
+    // Named-value overrides need an ARM named-value update the client does not have yet: the
+    // clone is refused before anything is restored, rather than leaving staging half done.
+    let overrides = repo_path("tests/fixtures/drills/overrides.toml");
+    s.emu.emu.state().clear_request_log();
+    let out = s
+        .drsync(&[
+            "clone",
+            "--from",
+            PRIMARY,
+            "--to",
+            STAGING,
+            "--overrides",
+            overrides.to_str().unwrap(),
+        ])
+        .await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was done"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        s.emu
+            .emu
+            .request_log()
+            .iter()
+            .all(|r| r.kind != "restore-post" && r.kind != "backup-post")
+    );
 
     // A clone to a service that no replication copies to is refused as a usage error.
-    let out = s.drsync(&["clone", "--from", STANDBY, "--to", STAGING]).await?;
+    let out = s
+        .drsync(&["clone", "--from", STANDBY, "--to", STAGING])
+        .await?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no replication copies `apim-neu` to `apim-stg`"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no replication copies `apim-neu` to `apim-stg`")
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() -> anyhow::Result<()> {
+async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() -> anyhow::Result<()>
+{
     let s = Setup::start().await?;
     // A backup (with its sidecar) in the North Europe storage account.
     let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
@@ -355,7 +484,11 @@ async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() 
     // Not on a terminal and no --yes: refused, nothing done.
     let out = s.drsync(&["failover", "--to", STANDBY]).await?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out)
+    );
 
     let out = s.drsync(&["failover", "--to", STANDBY, "--yes"]).await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -365,17 +498,31 @@ async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() 
     assert_eq!(report["outcome"], "passed");
     assert_eq!(report["backup"]["reused"], true);
     assert_eq!(report["verification"]["source"], Value::Null);
-    assert_eq!(report["objectives"]["recovery_point"]["basis"], "backup_age");
-    let phases: Vec<&str> =
-        report["phases"].as_array().unwrap().iter().map(|p| p["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        report["objectives"]["recovery_point"]["basis"],
+        "backup_age"
+    );
+    let phases: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
     assert_eq!(phases, ["passed", "skipped", "passed", "passed", "passed"]);
     // Nothing touched the primary.
     let log = s.emu.emu.request_log();
-    let touched: Vec<_> = log.iter().filter(|r| r.path.contains(&format!("/service/{PRIMARY}"))).collect();
-    assert!(touched.is_empty(), "the failover called the unreachable primary: {touched:?}");
+    let touched: Vec<_> = log
+        .iter()
+        .filter(|r| r.path.contains(&format!("/service/{PRIMARY}")))
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "the failover called the unreachable primary: {touched:?}"
+    );
     assert_eq!(log.iter().filter(|r| r.kind == "restore-post").count(), 1);
     // The role swap is recorded.
-    let roles: Value = serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
+    let roles: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
     assert_eq!(roles["swaps"][0]["primary"], STANDBY);
     assert_eq!(roles["swaps"][0]["original_primary"], PRIMARY);
     // Later runs start from the new primary: the next sync backs it up and restores the old
@@ -383,13 +530,22 @@ async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() 
     let out = s.drsync(&["plan", "--output", "json"]).await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let plan: Value = serde_json::from_slice(&out.stdout)?;
-    let actions: Vec<&Value> = plan["steps"].as_array().unwrap().iter().map(|s| &s["action"]).collect();
+    let actions: Vec<&Value> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["action"])
+        .collect();
     assert!(
-        actions.iter().any(|a| a["kind"] == "backup" && a["service"] == STANDBY),
+        actions
+            .iter()
+            .any(|a| a["kind"] == "backup" && a["service"] == STANDBY),
         "{plan:#}"
     );
     assert!(
-        actions.iter().any(|a| a["kind"] == "restore" && a["target"] == PRIMARY),
+        actions
+            .iter()
+            .any(|a| a["kind"] == "restore" && a["target"] == PRIMARY),
         "{plan:#}"
     );
 
@@ -407,7 +563,8 @@ async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() 
     assert_eq!(report["outcome"], "passed", "{report:#}");
     let primary = s.emu.state().configuration(SUB, RG, PRIMARY).unwrap();
     assert!(primary.apis.contains_key("made-during-failover"));
-    let roles: Value = serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
+    let roles: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
     assert_eq!(roles["swaps"], json!([]));
 
     // Nothing left to fail back.

@@ -202,6 +202,8 @@ async fn managed_identity_endpoint_needs_metadata_header() -> R {
     let r = t.http.get(&url).header("Metadata", "true").send().await?;
     assert_eq!(r.status(), 200);
     let body = body_json(r).await?;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["resource"], "https://management.azure.com/");
     for field in ["expires_in", "expires_on", "not_before"] {
         assert!(body[field].is_string(), "{field} must be a string: {body}");
     }
@@ -566,7 +568,19 @@ async fn backup_and_restore_with_access_key() -> R {
     );
 
     // Restore into the standby: configuration replaced, identity/SKU/hostnames kept.
+    let custom = json!({"type": "Proxy", "hostName": "api-dr.contoso.com", "negotiateClientCertificate": false,
+                        "defaultSslBinding": true, "certificateSource": "Custom"});
+    let r = t
+        .arm(Method::PATCH, &TestEmulator::service_path("apim-neu"))
+        .json(&json!({"properties": {"hostnameConfigurations": [custom]}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
     let (_, before) = t.get(&TestEmulator::service_path("apim-neu")).await?;
+    assert_eq!(
+        before["properties"]["hostnameConfigurations"][1]["hostName"],
+        "api-dr.contoso.com"
+    );
     let (status, done) = t.run_op("apim-neu", "restore", &body).await?;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["name"], "apim-neu");
@@ -651,7 +665,8 @@ async fn managed_identity_access_needs_identity_and_grant() -> R {
 
 #[tokio::test]
 async fn service_is_updating_and_refuses_management_calls_during_an_operation() -> R {
-    let t = TestEmulator::start(0.01).await?; // Backup about 3 s.
+    // A manual clock: the backup (300 s) cannot end while the test looks at it.
+    let t = TestEmulator::start_with_clock(manual_clock(), |_| {}).await?;
     t.seed("apim-weu", "westeurope")?;
     let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.busy");
     let r = t.post_op("apim-weu", "backup", &body).await?;
@@ -862,11 +877,8 @@ async fn backup_bodies_are_validated_per_access_type() -> R {
 
 #[tokio::test]
 async fn azure_async_operation_header_mode() -> R {
-    let t = TestEmulator::start_with(|c| {
-        c.time_scale = 0.001;
-        c.async_operation_header = true;
-    })
-    .await?;
+    let t =
+        TestEmulator::start_with_clock(manual_clock(), |c| c.async_operation_header = true).await?;
     t.seed("apim-weu", "westeurope")?;
     t.seed_with(ServiceSeed::new(SUB, RG, "apim-std", "northeurope").sku("Standard", 1))?;
     let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.async");
@@ -874,16 +886,14 @@ async fn azure_async_operation_header_mode() -> R {
     assert_eq!(r.status(), 202);
     assert!(header(&r, "location").is_none());
     let url = header(&r, "azure-asyncoperation").expect("Azure-AsyncOperation");
-    let (_, first) = t.get(&url).await?;
+    let r = t.arm(Method::GET, &url).send().await?;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "retry-after").is_some());
+    let first = body_json(r).await?;
     assert_eq!(first["status"], "InProgress");
-    let mut last = first;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = t.get(&url).await?.1;
-        if last["status"] != "InProgress" {
-            break;
-        }
-    }
+    assert!(first["startTime"].is_string() && first.get("endTime").is_none());
+    t.advance(400);
+    let (_, last) = t.get(&url).await?;
     assert_eq!(last["status"], "Succeeded", "{last}");
     assert!(last["endTime"].is_string());
     assert!(t.count("async-poll") >= 2);
@@ -908,7 +918,7 @@ async fn durations_at_time_scale_one_are_as_configured() -> R {
     })
     .await?;
     t.seed("apim-weu", "westeurope")?;
-    t.seed("apim-neu", "northeurope")?;
+    t.seed_with(ServiceSeed::new(SUB, RG, "apim-neu", "northeurope"))?;
     let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.t");
     let r = t.post_op("apim-weu", "backup", &body).await?;
     let location = header(&r, "location").unwrap();
@@ -925,8 +935,15 @@ async fn durations_at_time_scale_one_are_as_configured() -> R {
     let location = header(&r, "location").unwrap();
     t.advance(1799);
     assert_eq!(t.arm(Method::GET, &location).send().await?.status(), 202);
+    let cfg = t.state().configuration(SUB, RG, "apim-neu").unwrap();
+    assert!(
+        cfg.apis.is_empty(),
+        "a restore changes nothing before it completes"
+    );
     t.advance(1);
     assert_eq!(t.arm(Method::GET, &location).send().await?.status(), 200);
+    let cfg = t.state().configuration(SUB, RG, "apim-neu").unwrap();
+    assert!(cfg.apis.contains_key("echo-api"), "replaced on completion");
     Ok(())
 }
 
@@ -941,6 +958,8 @@ async fn throttling_per_subscription() -> R {
         c.throttle.read_refill_per_sec = 1.0;
         c.throttle.write_bucket = 2;
         c.throttle.write_refill_per_sec = 0.5;
+        c.throttle.delete_bucket = 1;
+        c.throttle.delete_refill_per_sec = 0.1;
     })
     .await?;
     t.seed("apim-weu", "westeurope")?;
@@ -983,6 +1002,19 @@ async fn throttling_per_subscription() -> R {
         .await?;
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after").as_deref(), Some("2"));
+
+    // Deletes too, with their own header.
+    let gone = TestEmulator::service_path("apim-gone");
+    let r = t.arm(Method::DELETE, &gone).send().await?;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        header(&r, "x-ms-ratelimit-remaining-subscription-deletes").as_deref(),
+        Some("0")
+    );
+    let r = t.arm(Method::DELETE, &gone).send().await?;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("10"));
+    assert!(error_message(&body_json(r).await?).contains("'delete' requests"));
     Ok(())
 }
 
@@ -1070,7 +1102,8 @@ async fn injected_faults() -> R {
 
 #[tokio::test]
 async fn control_api_seed_clock_log_reset_and_state() -> R {
-    let mut t = TestEmulator::start(0.0005).await?;
+    // A manual clock: operations (backup 300 s) end only when the test advances the clock.
+    let mut t = TestEmulator::start_with_clock(manual_clock(), |_| {}).await?;
     let base = t.base();
     let ctl = |p: &str| format!("{base}/_emulator/{p}");
     let seed = json!({"services": [{"subscription": SUB, "resource_group": RG, "name": "apim-seeded",
@@ -1131,7 +1164,12 @@ async fn control_api_seed_clock_log_reset_and_state() -> R {
     // A backup, then the structured log counts POSTs and polls.
     t.refresh_token();
     let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-seeded.l");
-    let (status, _) = t.run_op("apim-seeded", "backup", &body).await?;
+    let r = t.post_op("apim-seeded", "backup", &body).await?;
+    assert_eq!(r.status(), 202);
+    let location = header(&r, "location").unwrap();
+    assert_eq!(t.arm(Method::GET, &location).send().await?.status(), 202);
+    t.advance(400);
+    let (status, _) = t.poll_until_done(&location).await?;
     assert_eq!(status, 200);
     let log = body_json(t.http.get(ctl("requests")).send().await?).await?;
     let entries = log["requests"].as_array().unwrap();
@@ -1174,6 +1212,8 @@ async fn control_api_seed_clock_log_reset_and_state() -> R {
     t2.refresh_token();
     let (_, svc) = t2.get(&TestEmulator::service_path("apim-seeded")).await?;
     assert_eq!(svc["properties"]["provisioningState"], "Updating");
+    t2.advance(400);
+    t2.refresh_token();
     let location2 = location.replace(&t.base(), &t2.base());
     let (status, _) = t2.poll_until_done(&location2).await?;
     assert_eq!(status, 200);
@@ -1656,5 +1696,197 @@ async fn shutdown_completes_with_idle_client_connections() -> R {
         .send()
         .await;
     assert!(r.is_err(), "nothing listens after shutdown");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The documented fixture files.
+
+#[tokio::test]
+async fn fixture_files_parse_and_drive_an_emulator() -> R {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/emulator");
+    let read = |name: &str| std::fs::read_to_string(fixtures.join(name));
+    let mut config: EmulatorConfig = serde_json::from_str(&read("config.json")?)?;
+    let faults: FaultConfig = serde_json::from_str(&read("faults.json")?)?;
+    faults.validate()?;
+    assert!(faults.operation_failure > 0.0);
+    let seed: drsync_emulator::Seed = serde_json::from_str(&read("seed.json")?)?;
+    assert_eq!(seed.services.len(), 2);
+    let dir = tempfile::tempdir()?;
+    config.storage_accounts[0].backend = StorageBackend::LocalDir {
+        path: dir.path().join("drsyncneu"),
+    };
+    config.services = seed.services;
+    let emu = Emulator::start(config).await?;
+    let http = reqwest::Client::new();
+    let path = format!(
+        "{}/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/apim-contoso-weu",
+        emu.base_url()
+    );
+    let r = http
+        .get(format!("{path}/namedValues?api-version={API}"))
+        .bearer_auth("fixture-static-token")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let body = body_json(r).await?;
+    assert!(
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "orders-key")
+    );
+    // The fixture grants the primary's identity on the account: a managed-identity backup works.
+    let r = http
+        .post(format!("{path}/backup?api-version={API}"))
+        .bearer_auth("fixture-static-token")
+        .json(&identity_body(
+            "drsyncneu",
+            "apim-backups",
+            "apim-contoso-weu.fixture",
+        ))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    emu.state().advance_clock(Duration::from_secs(3600));
+    let r = http
+        .get(header(&r, "location").unwrap())
+        .bearer_auth("fixture-static-token")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert!(
+        dir.path()
+            .join("drsyncneu/apim-backups/apim-contoso-weu.fixture")
+            .is_file()
+    );
+    emu.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn service_updates_sku_identity_etag_and_location_rules() -> R {
+    let t = TestEmulator::start_with_clock(manual_clock(), |c| c.durations.jitter = 0.0).await?;
+    t.seed_with(ServiceSeed::new(SUB, RG, "apim-weu", "westeurope").without_identity())?;
+    let path = TestEmulator::service_path("apim-weu");
+
+    // Enabling the system identity gives a principal id.
+    let r = t
+        .arm(Method::PATCH, &path)
+        .json(&json!({"identity": {"type": "SystemAssigned"}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let etag = header(&r, "etag").expect("ETag");
+    let body = body_json(r).await?;
+    assert!(body["identity"]["principalId"].is_string(), "{body}");
+    assert_eq!(format!("\"{}\"", body["etag"].as_str().unwrap()), etag);
+
+    // A stale If-Match is refused; the current one is accepted.
+    let r = t
+        .arm(Method::PATCH, &path)
+        .header("If-Match", "\"AAAAAAAAAAA=\"")
+        .json(&json!({"tags": {}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 412);
+    assert_eq!(error_code(&body_json(r).await?), "PreconditionFailed");
+    let r = t
+        .arm(Method::PATCH, &path)
+        .header("If-Match", etag)
+        .json(&json!({"tags": {"a": "1"}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+
+    // A capacity change is a long-running update (900 s at time scale 1).
+    let r = t
+        .arm(Method::PATCH, &path)
+        .json(&json!({"sku": {"name": "Premium", "capacity": 2}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let location = header(&r, "location").expect("Location for a scale operation");
+    assert_eq!(
+        body_json(r).await?["properties"]["provisioningState"],
+        "Updating"
+    );
+    t.advance(899);
+    assert_eq!(t.arm(Method::GET, &location).send().await?.status(), 202);
+    t.advance(1);
+    let (status, done) = t.poll_until_done(&location).await?;
+    assert_eq!(status, 200);
+    assert_eq!(done["sku"]["capacity"], 2);
+    assert_eq!(done["properties"]["provisioningState"], "Succeeded");
+
+    // The location cannot change; subscription ids must be GUIDs.
+    let r = t
+        .arm(Method::PUT, &path)
+        .json(
+            &json!({"location": "northeurope", "sku": {"name": "Premium", "capacity": 2},
+                      "properties": {"publisherEmail": "a@b.c", "publisherName": "n"}}),
+        )
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(&body_json(r).await?), "InvalidResourceLocation");
+    let (status, body) = t
+        .get("/subscriptions/not-a-guid/providers/Microsoft.ApiManagement/service")
+        .await?;
+    assert_eq!((status, error_code(&body)), (400, "InvalidSubscriptionId"));
+    let r = t
+        .arm(Method::PUT, &TestEmulator::service_path("apim-x"))
+        .json(&json!({"location": "Atlantis", "sku": {"name": "Premium"},
+                      "properties": {"publisherEmail": "a@b.c", "publisherName": "n"}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        error_code(&body_json(r).await?),
+        "LocationNotAvailableForResourceType"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_routes_operations_and_disabled_endpoints() -> R {
+    let t = TestEmulator::start_with(|c| c.managed_identity_endpoint = false).await?;
+    t.seed("apim-weu", "westeurope")?;
+    let svc = TestEmulator::service_path("apim-weu");
+    let (status, body) = t.get(&format!("{svc}/operationresults/nope")).await?;
+    assert_eq!((status, error_code(&body)), (404, "OperationNotFound"));
+    let (status, body) = t.get(&format!("{svc}/users")).await?;
+    assert_eq!((status, error_code(&body)), (400, "InvalidResourceType"));
+    let r = t.arm(Method::POST, &svc).json(&json!({})).send().await?;
+    assert_eq!(r.status(), 405);
+    let r = t
+        .http
+        .get(format!(
+            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/",
+            t.base()
+        ))
+        .header("Metadata", "true")
+        .send()
+        .await?;
+    assert_eq!(
+        r.status(),
+        404,
+        "the managed identity endpoint is switched off"
+    );
+    // Creating a service in a region that is down fails like the region's provider would.
+    t.state().set_faults(FaultConfig {
+        unavailable_regions: vec!["eastus".into()],
+        ..FaultConfig::default()
+    })?;
+    let r = t
+        .arm(Method::PUT, &TestEmulator::service_path("apim-eus"))
+        .json(
+            &json!({"location": "East US", "sku": {"name": "Developer", "capacity": 1},
+                      "properties": {"publisherEmail": "a@b.c", "publisherName": "n"}}),
+        )
+        .send()
+        .await?;
+    assert_eq!(r.status(), 503);
     Ok(())
 }

@@ -108,7 +108,8 @@ pub struct MetricsSnapshot {
     pub retries: u64,
     /// `408`/`5xx` answers received.
     pub server_errors: u64,
-    /// Connection failures.
+    /// Connection failures, and token requests that failed transiently (Entra ID unreachable,
+    /// throttling or failing): both are retried.
     pub transport_errors: u64,
     /// `401` answers received.
     pub unauthorized_401: u64,
@@ -166,7 +167,7 @@ impl ArmClient {
         if config.endpoint.cannot_be_a_base() || config.endpoint.host_str().is_none() {
             return Err(Error::InvalidConfig(format!(
                 "ARM endpoint `{}` is not a base URL",
-                config.endpoint
+                crate::error::display_url(&config.endpoint)
             )));
         }
         if config.api_version.trim().is_empty() {
@@ -490,40 +491,47 @@ impl ArmClient {
         })
     }
 
-    /// Lists the service's APIs.
-    pub async fn list_apis(&self, service: &ServiceRef) -> Result<Vec<ApiSummary>> {
-        let items: Vec<WireItem<WireApiProps>> = self
+    /// Lists a child collection of a service (`apis`, `products`, `namedValues`), all pages.
+    async fn list_children<W, T>(
+        &self,
+        service: &ServiceRef,
+        child: &str,
+        operation: &str,
+    ) -> Result<Vec<T>>
+    where
+        W: DeserializeOwned,
+        T: From<W>,
+    {
+        let items: Vec<W> = self
             .list_pages(
-                self.service_url(service, &["apis"]),
-                "list apis",
+                self.service_url(service, &[child]),
+                operation,
                 &service.name,
             )
             .await?;
-        Ok(items.into_iter().map(ApiSummary::from).collect())
+        Ok(items.into_iter().map(T::from).collect())
+    }
+
+    /// Lists the service's APIs.
+    pub async fn list_apis(&self, service: &ServiceRef) -> Result<Vec<ApiSummary>> {
+        self.list_children::<WireItem<WireApiProps>, _>(service, "apis", "list apis")
+            .await
     }
 
     /// Lists the service's products.
     pub async fn list_products(&self, service: &ServiceRef) -> Result<Vec<ProductSummary>> {
-        let items: Vec<WireItem<WireProductProps>> = self
-            .list_pages(
-                self.service_url(service, &["products"]),
-                "list products",
-                &service.name,
-            )
-            .await?;
-        Ok(items.into_iter().map(ProductSummary::from).collect())
+        self.list_children::<WireItem<WireProductProps>, _>(service, "products", "list products")
+            .await
     }
 
     /// Lists the service's named values (secret values are never kept).
     pub async fn list_named_values(&self, service: &ServiceRef) -> Result<Vec<NamedValueSummary>> {
-        let items: Vec<WireItem<WireNamedValueProps>> = self
-            .list_pages(
-                self.service_url(service, &["namedValues"]),
-                "list named values",
-                &service.name,
-            )
-            .await?;
-        Ok(items.into_iter().map(NamedValueSummary::from).collect())
+        self.list_children::<WireItem<WireNamedValueProps>, _>(
+            service,
+            "namedValues",
+            "list named values",
+        )
+        .await
     }
 }
 
@@ -608,6 +616,20 @@ mod tests {
     async fn scripted(
         script: Vec<Option<(u16, &'static str, &'static str)>>,
     ) -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+        scripted_owned(
+            script
+                .into_iter()
+                .map(|a| a.map(|(s, h, b)| (s, h.to_owned(), b.to_owned())))
+                .collect(),
+        )
+        .await
+    }
+
+    /// [`scripted`] with answers built at run time; a body of `ECHO` answers with the
+    /// request head, as a misbehaving proxy's error page might.
+    async fn scripted_owned(
+        script: Vec<Option<(u16, String, String)>>,
+    ) -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -625,8 +647,10 @@ mod tests {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                seen.lock().push(String::from_utf8_lossy(&buf).into_owned());
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                seen.lock().push(head.clone());
                 if let Some((status, headers, body)) = answer {
+                    let body = if body == "ECHO" { head } else { body };
                     let resp = format!(
                         "HTTP/1.1 {status} X\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
@@ -765,5 +789,298 @@ mod tests {
             (1, 1, 1),
             "{m:?}"
         );
+    }
+
+    fn backup_request() -> crate::apim::BackupRestoreRequest {
+        crate::apim::BackupRestoreRequest {
+            storage_account: "acct".into(),
+            container: "backups".into(),
+            backup_name: "b1".into(),
+            access: crate::apim::BackupAccess::AccessKey(Secret::new("S3CRETKEY")),
+        }
+    }
+
+    const ACCEPTED: (u16, &str, &str) = (
+        202,
+        "location: /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1/operationresults/op1?api-version=2024-05-01\r\n",
+        "",
+    );
+
+    // See: #4. Which failed answers to a backup POST are definite refusals (resent) and which
+    // leave its fate unknown (never resent).
+    #[tokio::test]
+    async fn a_backup_post_is_resent_only_after_a_definite_refusal() {
+        let err_body = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        // Unknown fate: exactly one POST, OutcomeUnknown with the status, not retryable.
+        for (status, headers, code) in [
+            (500, "", "InternalServerError"),
+            (502, "", "BadGateway"),
+            (504, "", "GatewayTimeout"),
+            (408, "", "RequestTimeout"),
+            (503, "", "ServiceUnavailable"),
+        ] {
+            let (base, heads) = scripted_owned(vec![
+                Some((status, headers.to_owned(), err_body(code))),
+                Some((ACCEPTED.0, ACCEPTED.1.to_owned(), String::new())),
+            ])
+            .await;
+            let err = fast(&base)
+                .begin_backup(&sref(), &backup_request())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::OutcomeUnknown { .. }),
+                "{status}: {err}"
+            );
+            assert!(
+                err.to_string().contains(&format!("HTTP {status} {code}")),
+                "{err}"
+            );
+            assert!(!err.is_retryable() && err.may_have_been_sent());
+            assert!(!err.to_string().contains("S3CRETKEY"));
+            assert_eq!(heads.lock().len(), 1, "{status}: sent exactly once");
+        }
+        // Definite refusals: resent, and the second answer starts the operation.
+        for (status, headers) in [
+            (429, "retry-after-ms: 10\r\n"),
+            (429, ""),
+            (503, "retry-after-ms: 10\r\n"),
+            (503, "retry-after: 0\r\n"),
+        ] {
+            let (base, heads) = scripted_owned(vec![
+                Some((status, headers.to_owned(), err_body("Busy"))),
+                Some((ACCEPTED.0, ACCEPTED.1.to_owned(), String::new())),
+            ])
+            .await;
+            let started = fast(&base)
+                .begin_backup(&sref(), &backup_request())
+                .await
+                .unwrap();
+            assert!(
+                matches!(started, LroStart::Pending(_)),
+                "{status} {headers}"
+            );
+            let heads = heads.lock().clone();
+            assert_eq!(heads.len(), 2, "{status} {headers}");
+            assert!(heads.iter().all(|h| h.starts_with("POST ")));
+        }
+        // A client error is a definite answer, reported as such and not resent.
+        let (base, heads) =
+            scripted_owned(vec![Some((409, String::new(), err_body("Conflict")))]).await;
+        let err = fast(&base)
+            .begin_backup(&sref(), &backup_request())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.arm_code()),
+            (Some(409), Some("Conflict"))
+        );
+        assert_eq!(heads.lock().len(), 1);
+    }
+
+    fn pending_state(c: &ArmClient, url: &str) -> PollState {
+        PollState {
+            operation: LroOperation::Restore,
+            resource_url: c.service_url(&sref(), &[]).to_string(),
+            kind: lro::PollKind::Location,
+            url: url.to_owned(),
+            location: Some(url.to_owned()),
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            next_poll_at: chrono::DateTime::UNIX_EPOCH,
+            deadline: chrono::DateTime::<chrono::Utc>::MAX_UTC,
+            polls: 0,
+            last_status: None,
+        }
+    }
+
+    // See: #4 and PROTOCOL.md section 1: "403 while polling when the caller may start but not
+    // read operation results". The operation may be running: not its failure.
+    #[tokio::test]
+    async fn a_403_while_polling_is_an_error_of_the_poll_not_the_operations_failure() {
+        let forbidden = r#"{"error":{"code":"AuthorizationFailed","message":"The client does not have authorization to perform action 'Microsoft.ApiManagement/service/operationresults/read'"}}"#;
+        let (base, heads) = scripted(vec![Some((403, "", forbidden))]).await;
+        let c = fast(&base);
+        let state = pending_state(
+            &c,
+            &format!(
+                "{base}/subscriptions/00000000-0000-0000-0000-000000000000/operationresults/1"
+            ),
+        );
+        let err = c.poll_once(&state).await.unwrap_err();
+        assert!(matches!(err, Error::Arm { status: 403, .. }), "{err}");
+        assert_eq!(err.arm_code(), Some("AuthorizationFailed"));
+        assert_eq!(heads.lock().len(), 1, "a 403 is not retried");
+
+        // The table of polling answers: the operation's failure, or a problem of the poll.
+        for (status, code, operation_failed) in [
+            (400, "InvalidParameters", true),
+            (404, "OperationNotFound", true),
+            (409, "Conflict", true),
+            (500, "RestoreFailed", true),
+            (403, "AuthorizationFailed", false),
+            (403, "", false),
+        ] {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+            let (base, _) = scripted_owned(vec![Some((status, String::new(), body))]).await;
+            let c = fast(&base);
+            let state = pending_state(&c, &format!("{base}/op"));
+            let err = c.poll_once(&state).await.unwrap_err();
+            assert_eq!(
+                matches!(err, Error::OperationFailed { .. }),
+                operation_failed,
+                "{status} {code}: {err}"
+            );
+        }
+    }
+
+    // See: #4. A nextLink to another host (here: another port) is refused; the token is not
+    // sent there.
+    #[tokio::test]
+    async fn a_next_link_to_a_foreign_host_is_refused_before_the_token_goes_there() {
+        let (elsewhere, foreign_heads) = scripted(vec![Some((200, "", r#"{"value":[]}"#))]).await;
+        let page = format!(
+            r#"{{"value":[{SERVICE}],"nextLink":"{elsewhere}/subscriptions/x/providers/Microsoft.ApiManagement/service?page=2"}}"#
+        );
+        let (base, heads) = scripted_owned(vec![Some((200, String::new(), page))]).await;
+        let c = fast(&base);
+        let sub = sref().subscription;
+        let err = c.list_services(&sub, None).await.unwrap_err();
+        assert!(matches!(err, Error::ForeignHost { .. }), "{err}");
+        assert!(!err.to_string().contains("page=2"), "{err}");
+        assert_eq!(heads.lock().len(), 1);
+        tokio::task::yield_now().await;
+        assert!(
+            foreign_heads.lock().is_empty(),
+            "nothing reached the foreign host"
+        );
+    }
+
+    // See: #4. Redirects are never followed: the bearer token (or a backup body with its
+    // account key) must not travel to wherever a 3xx points.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (elsewhere, foreign_heads) = scripted(vec![Some((200, "", SERVICE))]).await;
+        let redirecting = |status: u16| {
+            let to = format!("location: {elsewhere}/stolen\r\n");
+            scripted_owned(vec![Some((status, to, String::new()))])
+        };
+        for status in [301, 302, 307, 308] {
+            let (base, heads) = redirecting(status).await;
+            let err = fast(&base).get_service(&sref()).await.unwrap_err();
+            assert_eq!(err.status(), Some(status), "{err}");
+            assert_eq!(heads.lock().len(), 1);
+            let (base, heads) = redirecting(status).await;
+            let err = fast(&base)
+                .begin_backup(&sref(), &backup_request())
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), Some(status), "{err}");
+            assert!(!err.to_string().contains("S3CRETKEY"), "{err}");
+            assert_eq!(heads.lock().len(), 1);
+        }
+        tokio::task::yield_now().await;
+        assert!(
+            foreign_heads.lock().is_empty(),
+            "nothing followed a redirect"
+        );
+    }
+
+    // See: #4. An error page that echoes the request (a misbehaving proxy) must not put the
+    // bearer token into the error, hence into logs.
+    #[tokio::test]
+    async fn an_error_body_echoing_the_authorization_header_is_redacted() {
+        let (base, heads) = scripted(vec![Some((400, "", "ECHO"))]).await;
+        let c = fast(&base);
+        let err = c.get_service(&sref()).await.unwrap_err();
+        assert!(
+            heads.lock()[0].contains("Bearer tok-abc"),
+            "the server saw the token"
+        );
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("tok-abc"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+
+    /// A credential failing with the given errors first, then handing out `tok-abc`.
+    #[derive(Debug)]
+    struct Flaky(parking_lot::Mutex<Vec<Error>>);
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Flaky {
+        async fn get_token(&self, _scope: &str) -> Result<crate::credential::AccessToken> {
+            match self.0.lock().pop() {
+                Some(e) => Err(e),
+                None => Ok(crate::credential::AccessToken {
+                    token: Secret::new("tok-abc"),
+                    expires_on: chrono::DateTime::<chrono::Utc>::MAX_UTC,
+                }),
+            }
+        }
+    }
+
+    fn cred_err(transient: bool) -> Error {
+        Error::Credential {
+            source_name: "test".into(),
+            message: "HTTP 503 temporarily_unavailable".into(),
+            transient,
+        }
+    }
+
+    // See: #4. A token endpoint blip is retried (nothing was sent to ARM); a refusal is final.
+    #[tokio::test]
+    async fn transient_token_failures_are_retried_and_refusals_are_not() {
+        let (base, heads) = scripted(vec![Some((200, "", SERVICE))]).await;
+        let mut cfg = ArmClientConfig::new(Url::parse(&base).unwrap());
+        cfg.retry.base_delay = Duration::from_millis(5);
+        let flaky = Arc::new(Flaky(parking_lot::Mutex::new(vec![
+            cred_err(true),
+            cred_err(true),
+        ])));
+        let c = ArmClient::new(cfg.clone(), flaky, Arc::new(drsync_core::SystemClock)).unwrap();
+        c.get_service(&sref()).await.unwrap();
+        let m = c.metrics();
+        assert_eq!(
+            (m.token_fetches, m.retries, m.requests_sent),
+            (3, 2, 1),
+            "{m:?}"
+        );
+        assert_eq!(heads.lock().len(), 1);
+
+        let refused = Arc::new(Flaky(parking_lot::Mutex::new(vec![cred_err(false)])));
+        let c = ArmClient::new(cfg.clone(), refused, Arc::new(drsync_core::SystemClock)).unwrap();
+        let err = c.get_service(&sref()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Credential {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!((c.metrics().retries, c.metrics().requests_sent), (0, 0));
+
+        // Retries exhausted: the credential's own error comes back, not a generic one.
+        cfg.retry.max_attempts = 2;
+        let down = Arc::new(Flaky(parking_lot::Mutex::new(vec![
+            cred_err(true),
+            cred_err(true),
+            cred_err(true),
+        ])));
+        let c = ArmClient::new(cfg, down, Arc::new(drsync_core::SystemClock)).unwrap();
+        let err = c.get_service(&sref()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Credential {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_retryable() && !err.may_have_been_sent());
+        assert_eq!((c.metrics().retries, c.metrics().requests_sent), (1, 0));
     }
 }

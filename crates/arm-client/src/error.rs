@@ -2,10 +2,14 @@
 //!
 //! Every variant says what failed and, through [`Error::may_have_been_sent`], whether the
 //! request may have reached Azure. No variant ever carries a secret: tokens, client secrets
-//! and account keys are [`drsync_core::Secret`]s and are never formatted into messages.
+//! and account keys are [`drsync_core::Secret`]s and are never formatted into messages, and
+//! text that a server sent back (an error body, which a misbehaving proxy may fill with the
+//! request it received) passes through [`redact`] before it is kept.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use regex::Regex;
 use serde::Deserialize;
 
 /// The result type of this crate.
@@ -34,18 +38,18 @@ pub struct ArmErrorBody {
 impl ArmErrorBody {
     /// Parses an ARM error response body. Accepts the wrapped `{"error": {...}}` form and the
     /// bare `{code, message}` form some endpoints use; anything else becomes a body whose
-    /// message is the (truncated) text.
+    /// message is the (truncated) text. Credentials in the text are [redacted](redact).
     pub fn parse(body: &[u8]) -> Self {
         #[derive(Deserialize)]
         struct Wrapped {
             error: ArmErrorBody,
         }
         if let Ok(w) = serde_json::from_slice::<Wrapped>(body) {
-            return w.error;
+            return w.error.redacted();
         }
         if let Ok(b) = serde_json::from_slice::<ArmErrorBody>(body) {
             if !b.code.is_empty() || !b.message.is_empty() {
-                return b;
+                return b.redacted();
             }
         }
         let text = String::from_utf8_lossy(body);
@@ -53,6 +57,18 @@ impl ArmErrorBody {
         Self {
             message: text.trim().to_owned(),
             ..Self::default()
+        }
+        .redacted()
+    }
+
+    /// The same body with [`redact`] applied to every text in it, details included.
+    pub fn redacted(self) -> Self {
+        Self {
+            code: redact(&self.code),
+            message: redact(&self.message),
+            target: self.target.as_deref().map(redact),
+            details: self.details.into_iter().map(Self::redacted).collect(),
+            additional_info: self.additional_info.into_iter().map(redact_json).collect(),
         }
     }
 
@@ -98,13 +114,17 @@ pub enum Error {
         expected: String,
     },
 
-    /// A token could not be obtained.
+    /// A token could not be obtained. Nothing was sent to ARM.
     #[error("cannot obtain an access token from {source_name}: {message}")]
     Credential {
         /// Which credential (`client secret (v2.0)`, `managed identity`, `Azure CLI`, ...).
         source_name: String,
         /// What went wrong (never the secret or the token).
         message: String,
+        /// Whether asking again may succeed: the token endpoint was unreachable or answered
+        /// `408`, `429` or `5xx`. The pipeline retries these like any transient failure; a
+        /// refusal (`invalid_client`, a CLI that is not logged in) is final.
+        transient: bool,
     },
 
     /// ARM (or Entra ID) answered with an error status.
@@ -204,6 +224,7 @@ impl Error {
         match self {
             Self::Arm { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Self::Transport { .. } | Self::PollTimeout { .. } => true,
+            Self::Credential { transient, .. } => *transient,
             Self::OperationFailed { body, .. } => {
                 matches!(body.code.as_str(), "Conflict" | "ServiceUnavailable")
             }
@@ -236,4 +257,106 @@ pub(crate) fn display_url(url: &url::Url) -> String {
     u.set_fragment(None);
     let _ = u.set_password(None);
     u.to_string()
+}
+
+/// Bearer tokens and Shared Key signatures after their scheme (`Authorization: Bearer ...`).
+static AUTH_SCHEME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)\b(bearer|sharedkey|sharedkeylite)(\s+)[^\s"',;<>\\]+"#).expect("valid regex")
+});
+/// Anything shaped like a JSON Web Token (Entra ID access tokens are JWTs).
+static JWT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*").expect("valid regex")
+});
+/// Named secrets: SAS signatures, token fields, client secrets, account keys, in query,
+/// form, header or JSON syntax (`sig=...`, `"accessKey":"..."`).
+static NAMED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?i)\b(sig|access_token|refresh_token|client_secret|clientsecret|accesskey|accountkey|account_key|password)(["']?\s*[=:]\s*["']?)[^\s"'&,;}<>\\]+"#,
+    )
+    .expect("valid regex")
+});
+
+/// Removes credentials from text that came from a server or another program (error bodies,
+/// `az` output): bearer tokens and Shared Key signatures after their scheme, anything shaped
+/// like a JWT, and the values of secret-looking fields. Everything else is kept, so the
+/// message stays useful.
+pub fn redact(text: &str) -> String {
+    let text = AUTH_SCHEME.replace_all(text, "$1$2<redacted>");
+    let text = JWT.replace_all(&text, "<redacted>");
+    NAMED.replace_all(&text, "$1$2<redacted>").into_owned()
+}
+
+fn redact_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(redact(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(redact_json).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, redact_json(v))).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // See: #4. What a server echoes back must not carry credentials into errors and logs.
+    #[test]
+    fn credentials_in_server_text_are_redacted() {
+        let table = [
+            (
+                "Authorization: Bearer abc.def-ghi",
+                "Authorization: Bearer <redacted>",
+            ),
+            (
+                "authorization: bearer\tXYZ, next",
+                "authorization: bearer\t<redacted>, next",
+            ),
+            (
+                "Authorization: SharedKey devstoreaccount1:c2lnbmF0dXJl=",
+                "Authorization: SharedKey <redacted>",
+            ),
+            (
+                "token eyJhbGciOi.eyJzdWIiOi.c2ln here",
+                "token <redacted> here",
+            ),
+            (
+                "https://a.blob.core.windows.net/c/b?sv=2021&sig=abc%2Bdef&se=1",
+                "https://a.blob.core.windows.net/c/b?sv=2021&sig=<redacted>&se=1",
+            ),
+            (
+                r#"{"accessKey":"a2V5PT0=","x":1}"#,
+                r#"{"accessKey":"<redacted>","x":1}"#,
+            ),
+            (
+                "client_secret=s3cr3t&scope=x",
+                "client_secret=<redacted>&scope=x",
+            ),
+            // Ordinary messages are untouched.
+            (
+                "Cannot restore: current SKU is 'StandardV2', backup SKU is 'Standard'",
+                "Cannot restore: current SKU is 'StandardV2', backup SKU is 'Standard'",
+            ),
+            ("The signature is invalid", "The signature is invalid"),
+        ];
+        for (input, want) in table {
+            assert_eq!(redact(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn parsed_error_bodies_are_redacted_everywhere() {
+        let body = br#"{"error":{"code":"BadRequest","message":"got Bearer tok1","target":"sig=t2","details":[{"code":"D","message":"accountKey=k3"}],"additionalInfo":[{"info":{"echo":"Bearer tok4"}}]}}"#;
+        let parsed = ArmErrorBody::parse(body);
+        let text = format!("{parsed:?}");
+        for secret in ["tok1", "t2", "k3", "tok4"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        assert_eq!(parsed.code, "BadRequest");
+        let html =
+            ArmErrorBody::parse(b"<html>GET / HTTP/1.1\r\nAuthorization: Bearer tok5</html>");
+        assert!(!html.message.contains("tok5"), "{}", html.message);
+    }
 }

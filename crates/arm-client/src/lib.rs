@@ -10,12 +10,13 @@
 //! - [`retry`]: failure classes, the pure [`RetryPolicy`], `Retry-After` parsing and the
 //!   slow-down rule for `x-ms-ratelimit-remaining-*`.
 //! - [`lro`]: the sans-IO long-running-operation poller ([`PollState`], [`lro::on_response`]).
-//! - [`security`]: where a bearer token may go (HTTPS or loopback, pinned host).
+//! - [`security`]: where a bearer token may go (HTTPS or loopback, pinned host; never
+//!   through a redirect, never through a proxy in clear text).
 //! - [`apim`]: typed API Management resources and the pure request-body builders.
 //! - [`client`]: [`ArmClient`], the async driver: limiters, retries, polling, paging.
 //! - [`blob`]: the `BlobStore` trait (one storage account) and its implementations, and
 //!   [`blob::open`] to pick one from a `StorageTarget`.
-//! - [`error`]: the crate's [`Error`].
+//! - [`error`]: the crate's [`Error`], and [`error::redact`] for text that servers send back.
 //!
 //! What it does not do: decide *whether* to back up or restore, persist anything, or resend a
 //! backup/restore POST whose fate is unknown. Those belong to the planner's executor.

@@ -23,11 +23,12 @@ use drsync_core::{Clock, Timestamp};
 
 use crate::credential::{TokenCache, TokenCredential};
 use crate::error::{ArmErrorBody, Error, Result, display_url};
+use crate::lro;
 use crate::retry::{
-    FailureClass, RetryDecision, RetryPolicy, classify_status, ratelimit_remaining,
-    server_retry_after, slow_down,
+    FailureClass, RetryDecision, RetryPolicy, classify_status, is_definite_refusal,
+    ratelimit_remaining, server_retry_after, slow_down,
 };
-use crate::security::{authority, check_credential_url};
+use crate::security::{authority, check_credential_url, harden};
 
 /// Which ARM token bucket a request draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,7 +38,6 @@ pub(crate) enum Kind {
 }
 
 /// One logical request.
-#[derive(Debug)]
 pub(crate) struct Request {
     pub method: reqwest::Method,
     pub url: Url,
@@ -49,11 +49,26 @@ pub(crate) struct Request {
     pub operation: String,
     /// For messages and spans: the service name, or the subscription for listings.
     pub service: String,
-    /// This is a GET of a polling URL: a 4xx (other than 401), or a 5xx carrying an
-    /// operation-specific error code, is the operation's failure, which the poller reads, and is
-    /// returned as a response instead of being retried or turned into an error. A 5xx with a
-    /// generic code (see [`is_generic_server_code`]) is a hiccup of the endpoint: retried.
+    /// This is a GET of a polling URL: an answer that reports the operation's failure (see
+    /// [`lro::is_operation_failure`]) is returned as a response for the poller to read instead
+    /// of being retried or turned into an error. Anything else (a 5xx with a generic code, a
+    /// 401/403, a 429) is handled like any read.
     pub raw_client_errors: bool,
+}
+
+/// Not derived: the body of a backup or restore with `AccessKey` access holds the account key.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &display_url(&self.url))
+            .field("body", &self.body.as_ref().map(|_| "<redacted>"))
+            .field("kind", &self.kind)
+            .field("idempotent", &self.idempotent)
+            .field("operation", &self.operation)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An answer.
@@ -167,20 +182,6 @@ fn subscription_of(url: &Url) -> String {
     String::new()
 }
 
-/// Error codes that say "the endpoint had a problem", not "the operation failed": a polling
-/// URL answering 5xx with one of these (or with no code) is retried.
-pub(crate) fn is_generic_server_code(code: &str) -> bool {
-    const GENERIC: [&str; 6] = [
-        "",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "GatewayTimeout",
-        "BadGateway",
-        "RequestTimeout",
-    ];
-    GENERIC.iter().any(|g| g.eq_ignore_ascii_case(code.trim()))
-}
-
 fn std_duration(d: chrono::Duration) -> Duration {
     d.to_std().unwrap_or(Duration::ZERO)
 }
@@ -199,11 +200,11 @@ impl Pipeline {
         seed: Option<u64>,
     ) -> Result<Self> {
         check_credential_url(&endpoint)?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(request_timeout)
             .connect_timeout(Duration::from_secs(10).min(request_timeout))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(user_agent)
+            .user_agent(user_agent);
+        let http = harden(builder, &endpoint)
             .build()
             .map_err(|e| Error::InvalidConfig(format!("cannot build an HTTP client: {e}")))?;
         let readers = RateLimiter::keyed(ArmLimits::quota(
@@ -331,27 +332,31 @@ impl Pipeline {
                     } else if class == FailureClass::Server {
                         self.metrics.server_errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    // A gateway error after a non-idempotent request was sent: ARM may have
-                    // started the operation. Never resend it.
-                    if !req.idempotent && matches!(resp.status, 502 | 504) {
+                    let after = server_retry_after(&resp.headers, self.clock.now());
+                    // A failure that would be retried, after a request that must not be sent
+                    // twice: unless the answer is a definite refusal (429, 503 with
+                    // Retry-After), ARM may have started the operation. Never resend it.
+                    if !req.idempotent
+                        && class.is_retryable()
+                        && !is_definite_refusal(resp.status, after.is_some())
+                    {
+                        let body = ArmErrorBody::parse(&resp.body);
                         return Err(Error::OutcomeUnknown {
                             operation: format!("{} {}", req.operation, req.service),
-                            message: format!("HTTP {} from a gateway", resp.status),
+                            message: format!(
+                                "HTTP {} {}: {}",
+                                resp.status, body.code, body.message
+                            ),
                         });
                     }
-                    if req.raw_client_errors {
-                        let operation_failure = match class {
-                            FailureClass::Client => true,
-                            FailureClass::Server => {
-                                !is_generic_server_code(&ArmErrorBody::parse(&resp.body).code)
-                            }
-                            _ => false,
-                        };
-                        if operation_failure {
-                            return Ok(resp);
-                        }
+                    if req.raw_client_errors
+                        && lro::is_operation_failure(
+                            resp.status,
+                            &ArmErrorBody::parse(&resp.body).code,
+                        )
+                    {
+                        return Ok(resp);
                     }
-                    let after = server_retry_after(&resp.headers, self.clock.now());
                     (class, after, self.arm_error(&req, resp, attempt))
                 }
                 Attempt::Transport { message, sent } => {
@@ -371,6 +376,12 @@ impl Pipeline {
                         attempts: attempt,
                     };
                     (FailureClass::Transient, None, error)
+                }
+                Attempt::TokenUnavailable(e) => {
+                    self.metrics
+                        .transport_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    (FailureClass::Transient, None, e)
                 }
                 Attempt::Fatal(e) => return Err(e),
             };
@@ -413,6 +424,9 @@ impl Pipeline {
         self.pace(sub, req.kind).await;
         let token = match self.tokens.get_token(&self.scope).await {
             Ok(t) => t,
+            // Entra ID unreachable, throttling or failing: retried like a connection failure
+            // (nothing was sent to ARM), and reported as itself when the policy gives up.
+            Err(e) if e.is_retryable() => return Attempt::TokenUnavailable(e),
             Err(e) => return Attempt::Fatal(e),
         };
         let mut builder = self
@@ -480,6 +494,7 @@ enum Attempt {
         message: String,
         sent: bool,
     },
+    TokenUnavailable(Error),
     Fatal(Error),
 }
 
@@ -499,25 +514,31 @@ mod tests {
     }
 
     #[test]
-    fn generic_server_codes() {
-        for g in [
-            "",
-            "InternalServerError",
-            "serviceunavailable",
-            "GatewayTimeout",
-        ] {
-            assert!(is_generic_server_code(g), "{g}");
-        }
-        for op in ["RestoreFailed", "BackupFailed", "InvalidParameters"] {
-            assert!(!is_generic_server_code(op), "{op}");
-        }
-    }
-
-    #[test]
     fn limits_are_validated() {
         assert!(ArmLimits::quota(25.0, 250, "reads").is_ok());
         assert!(ArmLimits::quota(0.0, 250, "reads").is_err());
         assert!(ArmLimits::quota(f64::NAN, 250, "reads").is_err());
         assert!(ArmLimits::quota(10.0, 0, "writes").is_err());
+    }
+
+    // See: #4. A backup request's body holds the account key: Debug never shows it.
+    #[test]
+    fn request_debug_hides_the_body() {
+        let req = Request {
+            method: reqwest::Method::POST,
+            url: Url::parse("https://management.azure.com/subscriptions/s/x/backup?sig=q").unwrap(),
+            body: Some(serde_json::json!({"accessKey": "S3CRETKEY"})),
+            kind: Kind::Write,
+            idempotent: false,
+            operation: "begin backup".into(),
+            service: "apim".into(),
+            raw_client_errors: false,
+        };
+        let dbg = format!("{req:?}");
+        assert!(
+            !dbg.contains("S3CRETKEY") && !dbg.contains("sig=q"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("begin backup"), "{dbg}");
     }
 }

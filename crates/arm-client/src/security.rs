@@ -7,7 +7,11 @@
 //!   is followed only if its scheme, host and port are the ARM endpoint's: the token is never
 //!   sent elsewhere.
 //!
-//! This module only decides; it performs no I/O.
+//! A third rule shapes every HTTP client that carries credentials ([`harden`]): redirects
+//! are never followed, and plain-HTTP destinations (loopback, the link-local IMDS) bypass any
+//! proxy from the environment, which would otherwise see the token in clear text.
+//!
+//! This module only decides and configures; it performs no I/O.
 
 use url::Url;
 
@@ -37,6 +41,20 @@ pub fn check_credential_url(url: &Url) -> Result<()> {
             url: display_url(url),
             reason: format!("unsupported scheme `{other}`"),
         }),
+    }
+}
+
+/// Configures a client builder for requests carrying credentials to `url`: no redirects (a
+/// `307` would resend the request, body and all, wherever the server says; `reqwest` would
+/// follow up to ten by default), and no proxy when `url` is plain HTTP (only loopback hosts
+/// and the IMDS address are allowed that; `HTTP_PROXY` from the environment would otherwise
+/// receive the bearer token, or the IMDS's answer, unencrypted).
+pub(crate) fn harden(builder: reqwest::ClientBuilder, url: &Url) -> reqwest::ClientBuilder {
+    let builder = builder.redirect(reqwest::redirect::Policy::none());
+    if url.scheme() == "http" {
+        builder.no_proxy()
+    } else {
+        builder
     }
 }
 
@@ -134,5 +152,65 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(!err.contains("sig=abc"), "{err}");
+    }
+
+    // See: #4. With a proxy configured (as `HTTP_PROXY` would), a plain-HTTP loopback request
+    // carrying a bearer token goes straight to its host, never through the proxy; HTTPS keeps
+    // the proxy (it only sees an encrypted CONNECT tunnel).
+    #[tokio::test]
+    async fn plain_http_credentials_bypass_proxies() {
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        async fn recorder() -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", l.local_addr().unwrap());
+            let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let s = seen.clone();
+            tokio::spawn(async move {
+                while let Ok((mut sock, _)) = l.accept().await {
+                    let mut buf = [0u8; 4096];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    s.lock()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+            });
+            (base, seen)
+        }
+        let (proxy, via_proxy) = recorder().await;
+        let (target, direct) = recorder().await;
+        let proxied =
+            || reqwest::Client::builder().proxy(reqwest::Proxy::all(proxy.as_str()).unwrap());
+
+        let client = harden(proxied(), &u(&target)).build().unwrap();
+        client
+            .get(format!("{target}/x"))
+            .bearer_auth("tok-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(direct.lock().len(), 1);
+        assert!(via_proxy.lock().is_empty(), "{:?}", via_proxy.lock());
+
+        // HTTPS keeps the proxy: it receives a CONNECT, never the token.
+        let https = u("https://management.azure.com/");
+        let client = harden(proxied(), &https).build().unwrap();
+        let _ = client
+            .get(https.clone())
+            .bearer_auth("tok-secret")
+            .send()
+            .await;
+        let seen = via_proxy.lock().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].starts_with("CONNECT management.azure.com:443"),
+            "{seen:?}"
+        );
+        assert!(!seen[0].contains("tok-secret"));
     }
 }

@@ -94,8 +94,12 @@ impl Context {
         let mut config = crate::cmd::load_config(path)?;
         // Failovers recorded by `drsync failover` (state/roles.json) make later runs start from
         // the new primary; `drsync failback` removes them. See docs/drills.md.
-        let roles = drsync_planner::drill::RoleState::load(&config.state.dir).map_err(|e| Coded::new(Exit::Usage, e))?;
-        for note in roles.apply(&mut config).map_err(|e| Coded::new(Exit::Usage, e))? {
+        let roles = drsync_planner::drill::RoleState::load(&config.state.dir)
+            .map_err(|e| Coded::new(Exit::Usage, e))?;
+        for note in roles
+            .apply(&mut config)
+            .map_err(|e| Coded::new(Exit::Usage, e))?
+        {
             eprintln!("note: {note}");
         }
         let topology = Topology::from_config(&config).map_err(|e| Coded::new(Exit::Usage, e))?;
@@ -213,7 +217,6 @@ impl Context {
             // Look at a busy service every 15 s, and at least ten times within the timeout.
             busy_poll: scaled(15.0, 0.05).min(busy_timeout / 10),
             busy_timeout,
-            max_poll_interval: scaled(30.0, 0.05),
             crash: CrashPoint::from_env(),
             ..ExecOptions::default()
         }

@@ -52,13 +52,8 @@ pub fn account_key(reference: &drsync_core::SecretRef, base: &Path) -> Secret {
 }
 
 impl Embedded {
-    /// Starts the emulator for `config`, loading the state a previous run left in `state_dir`.
-    pub async fn start(config: &Config, state_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with(config, state_dir, |_| {}).await
-    }
-
-    /// Like [`Embedded::start`], with a last change to the emulator's configuration (the
-    /// benchmark removes duration jitter).
+    /// Starts the emulator for `config`, loading the state a previous run left in `state_dir`,
+    /// with a last change to the emulator's configuration (the benchmark removes jitter).
     pub async fn start_with(
         config: &Config,
         state_dir: &Path,

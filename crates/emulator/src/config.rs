@@ -199,6 +199,10 @@ pub struct ThrottleConfig {
     pub write_bucket: u32,
     /// Write refill per second (Azure: 10).
     pub write_refill_per_sec: f64,
+    /// Delete bucket size (Azure: 200).
+    pub delete_bucket: u32,
+    /// Delete refill per second (Azure: 10).
+    pub delete_refill_per_sec: f64,
 }
 
 impl Default for ThrottleConfig {
@@ -209,6 +213,8 @@ impl Default for ThrottleConfig {
             read_refill_per_sec: 25.0,
             write_bucket: 200,
             write_refill_per_sec: 10.0,
+            delete_bucket: 200,
+            delete_refill_per_sec: 10.0,
         }
     }
 }
@@ -218,7 +224,9 @@ impl ThrottleConfig {
         let ok = self.read_bucket > 0
             && self.write_bucket > 0
             && self.read_refill_per_sec > 0.0
-            && self.write_refill_per_sec > 0.0;
+            && self.write_refill_per_sec > 0.0
+            && self.delete_bucket > 0
+            && self.delete_refill_per_sec > 0.0;
         if ok {
             Ok(())
         } else {

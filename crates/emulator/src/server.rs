@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::ops::{self, AccessRequest, ServiceIdentity};
 use crate::state::{App, Audience, Inner};
-use crate::throttle::{Bucket, Take};
+use crate::throttle::{RequestClass, SubscriptionBuckets, Take};
 
 /// API versions the emulator serves (PROTOCOL.md section 1; the three).
 pub const SUPPORTED_API_VERSIONS: [&str; 3] = ["2021-08-01", "2022-08-01", "2024-05-01"];
@@ -76,12 +76,18 @@ impl Answer {
     }
 
     /// An Entra-style OAuth error.
-    fn oauth_error(status: u16, error: &str, aadsts: u32, description: &str) -> Self {
+    fn oauth_error(
+        now: drsync_core::Timestamp,
+        status: u16,
+        error: &str,
+        aadsts: u32,
+        description: &str,
+    ) -> Self {
         let body = json!({
             "error": error,
             "error_description": format!("AADSTS{aadsts}: {description}"),
             "error_codes": [aadsts],
-            "timestamp": "",
+            "timestamp": now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
             "trace_id": uuid::Uuid::new_v4().to_string(),
             "correlation_id": uuid::Uuid::new_v4().to_string(),
         });
@@ -401,6 +407,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
             }
             if req.method != Method::GET {
                 return Answer::oauth_error(
+                    app.now(),
                     405,
                     "invalid_request",
                     50011,
@@ -463,6 +470,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
             let v1 = matches!(route, Route::TokenV1 { .. });
             if req.method != Method::POST {
                 return Answer::oauth_error(
+                    app.now(),
                     405,
                     "invalid_request",
                     900561,
@@ -476,6 +484,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                 Some("client_credentials") => {}
                 Some(other) => {
                     return Answer::oauth_error(
+                        app.now(),
                         400,
                         "unsupported_grant_type",
                         70003,
@@ -484,6 +493,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                 }
                 None => {
                     return Answer::oauth_error(
+                        app.now(),
                         400,
                         "invalid_request",
                         900144,
@@ -493,6 +503,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
             }
             let Some(client_id) = form.get("client_id") else {
                 return Answer::oauth_error(
+                    app.now(),
                     400,
                     "invalid_request",
                     900144,
@@ -508,6 +519,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                     Some(s) if s.ends_with("/.default") => s.clone(),
                     Some(s) => {
                         return Answer::oauth_error(
+                            app.now(),
                             400,
                             "invalid_scope",
                             1002012,
@@ -518,6 +530,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                     }
                     None => {
                         return Answer::oauth_error(
+                            app.now(),
                             400,
                             "invalid_request",
                             900144,
@@ -534,6 +547,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                     .any(|a| a.tenant.eq_ignore_ascii_case(tenant));
             if !tenant_ok {
                 return Answer::oauth_error(
+                    app.now(),
                     400,
                     "invalid_request",
                     90002,
@@ -549,6 +563,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                 .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
             else {
                 return Answer::oauth_error(
+                    app.now(),
                     400,
                     "unauthorized_client",
                     700016,
@@ -562,6 +577,7 @@ fn token(app: &App, route: &Route, req: &Req) -> Answer {
                 .is_some_and(|s| s == app_reg.client_secret.expose());
             if !secret_ok {
                 return Answer::oauth_error(
+                    app.now(),
                     401,
                     "invalid_client",
                     7000215,
@@ -738,15 +754,13 @@ fn service_key_of(route: &Route) -> Option<&ServiceKey> {
     }
 }
 
-fn buckets<'a>(app: &App, inner: &'a mut Inner, sub: &str) -> &'a mut (Bucket, Bucket) {
+fn buckets<'a>(app: &App, inner: &'a mut Inner, sub: &str) -> &'a mut SubscriptionBuckets {
     let now = app.now_with(inner);
     let t = app.config.throttle;
-    inner.buckets.entry(sub.to_owned()).or_insert_with(|| {
-        (
-            Bucket::new(t.read_bucket, t.read_refill_per_sec, now),
-            Bucket::new(t.write_bucket, t.write_refill_per_sec, now),
-        )
-    })
+    inner
+        .buckets
+        .entry(sub.to_owned())
+        .or_insert_with(|| SubscriptionBuckets::new(&t, now))
 }
 
 async fn arm(app: &Arc<App>, route: &Route, req: &Req) -> Answer {
@@ -755,17 +769,9 @@ async fn arm(app: &Arc<App>, route: &Route, req: &Req) -> Answer {
     if let (Some(sub), false) = (sub, answer.dropped) {
         let mut inner = app.inner.lock();
         let now = app.now_with(&inner);
-        let (r, w) = buckets(app, &mut inner, &sub);
-        let (reads, writes) = (r.remaining(now), w.remaining(now));
-        answer = answer
-            .header(
-                "x-ms-ratelimit-remaining-subscription-reads",
-                reads.to_string(),
-            )
-            .header(
-                "x-ms-ratelimit-remaining-subscription-writes",
-                writes.to_string(),
-            );
+        for (name, remaining) in buckets(app, &mut inner, &sub).remaining(now) {
+            answer = answer.header(name, remaining.to_string());
+        }
     }
     answer
 }
@@ -826,11 +832,10 @@ async fn arm_inner(app: &Arc<App>, route: &Route, req: &Req) -> Answer {
     if let Some(sub) = subscription_of(route) {
         let mut inner = app.inner.lock();
         let now = app.now_with(&inner);
-        let write = req.method != Method::GET && req.method != Method::HEAD;
-        let (r, w) = buckets(app, &mut inner, &sub);
-        let take = if write { w.take(now) } else { r.take(now) };
+        let class = RequestClass::of(req.method.as_str());
+        let take = buckets(app, &mut inner, &sub).take(class, now);
         if let Take::Throttled { retry_after_secs } = take {
-            let which = if write { "write" } else { "read" };
+            let which = class.word();
             return Answer::arm_error(&ArmError::new(
                 429,
                 "SubscriptionRequestsThrottled",

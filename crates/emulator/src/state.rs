@@ -20,7 +20,10 @@ use crate::model::{
     Configuration, Operation, ProvisioningState, RequestRecord, STATE_FORMAT, STATE_FORMAT_VERSION,
     Service, ServiceKey, StateDump,
 };
-use crate::throttle::Bucket;
+use crate::throttle::SubscriptionBuckets;
+
+/// The request log keeps at most this many entries (the oldest tenth is dropped when full).
+pub(crate) const MAX_LOG: usize = 100_000;
 
 /// Who a token is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +57,7 @@ pub(crate) struct Inner {
     pub services: BTreeMap<ServiceKey, Service>,
     pub operations: BTreeMap<String, Operation>,
     pub tokens: HashMap<String, TokenInfo>,
-    pub buckets: HashMap<String, (Bucket, Bucket)>,
+    pub buckets: HashMap<String, SubscriptionBuckets>,
     pub faults: FaultConfig,
     pub log: Vec<RequestRecord>,
     pub seq: u64,
@@ -263,6 +266,9 @@ impl Inner {
     pub fn record(&mut self, mut rec: RequestRecord) {
         self.seq += 1;
         rec.seq = self.seq;
+        if self.log.len() >= MAX_LOG {
+            self.log.drain(..MAX_LOG / 10);
+        }
         self.log.push(rec);
     }
 }

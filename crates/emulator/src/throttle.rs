@@ -73,6 +73,83 @@ impl Bucket {
     }
 }
 
+/// What kind of request a bucket counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClass {
+    /// GET and HEAD.
+    Read,
+    /// PUT, PATCH, POST.
+    Write,
+    /// DELETE.
+    Delete,
+}
+
+impl RequestClass {
+    /// The class of an HTTP method.
+    pub fn of(method: &str) -> Self {
+        match method {
+            "GET" | "HEAD" => Self::Read,
+            "DELETE" => Self::Delete,
+            _ => Self::Write,
+        }
+    }
+
+    /// The word ARM uses in throttling messages.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// One subscription's buckets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubscriptionBuckets {
+    reads: Bucket,
+    writes: Bucket,
+    deletes: Bucket,
+}
+
+impl SubscriptionBuckets {
+    /// Full buckets with the configured limits.
+    pub fn new(t: &crate::config::ThrottleConfig, now: Timestamp) -> Self {
+        Self {
+            reads: Bucket::new(t.read_bucket, t.read_refill_per_sec, now),
+            writes: Bucket::new(t.write_bucket, t.write_refill_per_sec, now),
+            deletes: Bucket::new(t.delete_bucket, t.delete_refill_per_sec, now),
+        }
+    }
+
+    /// Takes a token from the bucket of `class`.
+    pub fn take(&mut self, class: RequestClass, now: Timestamp) -> Take {
+        match class {
+            RequestClass::Read => self.reads.take(now),
+            RequestClass::Write => self.writes.take(now),
+            RequestClass::Delete => self.deletes.take(now),
+        }
+    }
+
+    /// Remaining reads, writes and deletes (the `x-ms-ratelimit-remaining-subscription-*` headers).
+    pub fn remaining(&mut self, now: Timestamp) -> [(&'static str, u32); 3] {
+        [
+            (
+                "x-ms-ratelimit-remaining-subscription-reads",
+                self.reads.remaining(now),
+            ),
+            (
+                "x-ms-ratelimit-remaining-subscription-writes",
+                self.writes.remaining(now),
+            ),
+            (
+                "x-ms-ratelimit-remaining-subscription-deletes",
+                self.deletes.remaining(now),
+            ),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

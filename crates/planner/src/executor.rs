@@ -103,8 +103,8 @@ impl Default for ExecOptions {
             retry_suspect: true,
             busy_timeout: Duration::from_secs(30 * 60),
             busy_poll: Duration::from_secs(15),
-            // The Python SDK's default poll interval without Retry-After is 30 s.
-            max_poll_interval: Duration::from_secs(30),
+            // Never wait longer than a minute between polls, whatever Retry-After says.
+            max_poll_interval: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(15 * 60),
             crash: None,
         }
@@ -210,6 +210,8 @@ pub struct Executor {
     options: ExecOptions,
     observer: Arc<dyn Observer>,
     cancel: watch::Receiver<bool>,
+    /// A source's entity names, read once per run for all its targets' verifications.
+    source_names: parking_lot::Mutex<BTreeMap<(Uuid, String, &'static str), Vec<String>>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -229,7 +231,16 @@ impl Executor {
         observer: Arc<dyn Observer>,
         cancel: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        Arc::new(Self { azure, checkpoints, clock, topology, options, observer, cancel })
+        Arc::new(Self {
+            azure,
+            checkpoints,
+            clock,
+            topology,
+            options,
+            observer,
+            cancel,
+            source_names: parking_lot::Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Records a new run of `plan` (status running, every step pending).
@@ -636,18 +647,23 @@ impl Executor {
         let svc = node.service.clone();
         let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
         let mut unknown_fate_retries = 0u32;
-        // The source's SKU as ARM reported it just before the POST (recorded in the sidecar).
+        // The source's SKU as ARM reported it, when read in this step (recorded in the sidecar).
         let mut source_sku = None;
+        // Preflight saw the service ready; look again before a POST only after a 409, so the
+        // common path costs no extra read (ARM's read bucket is the fleet's bottleneck).
+        let mut seen_busy = false;
         loop {
             match rec.state.clone() {
                 StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
                 StepState::Failed { code, message, .. } => return Ok(StepEnd::Failed { code, message }),
                 StepState::Skipped { reason } => return Ok(StepEnd::Failed { code: "Skipped".into(), message: reason }),
                 StepState::Pending => {
-                    match self.wait_ready(&step.id, &svc).await {
-                        Ok(state) => source_sku = Some(state.sku),
-                        Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                    if seen_busy {
+                        match self.wait_ready(&step.id, &svc).await {
+                            Ok(state) => source_sku = Some(state.sku),
+                            Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                            Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                        }
                     }
                     if *self.cancel.borrow() {
                         return Ok(StepEnd::Interrupted);
@@ -681,6 +697,7 @@ impl Executor {
                         }
                         Err(e) if e.kind == AzureErrorKind::Busy => {
                             // 409: refused, nothing started. Wait and try again, bounded.
+                            seen_busy = true;
                             self.save(&mut rec, StepState::Pending)?;
                             if tokio::time::Instant::now() >= busy_deadline {
                                 return self.fail(run, step, "ServiceBusy", format!("{}; gave up after {}", e.message, crate::plan::human(self.options.busy_timeout)));
@@ -763,18 +780,27 @@ impl Executor {
         sku: Option<drsync_core::Sku>,
     ) -> Result<Option<StepEnd>, StoreError> {
         let name = rec.backup.clone().expect("backup named");
+        // The manifest (entity names) is read before the second marker: if the marker did not
+        // move, the names are exactly what the backup holds, and verification can compare
+        // restored targets with it instead of re-reading the source for every target.
+        let mut manifest = BTreeMap::new();
+        for kind in self.verified_kinds(&step.replication) {
+            match self.azure.entity_names(&node.service, kind).await {
+                Ok(names) => {
+                    manifest.insert(kind.as_str().to_owned(), names);
+                }
+                Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
+            }
+        }
         let after = match self.azure.configuration_change_date(&node.service).await {
             Ok(m) => m,
             Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
         };
         let consistency = if after == rec.change_marker { Consistency::Consistent } else { Consistency::Suspect };
-        let sku = match sku {
-            Some(sku) => sku,
-            None => match self.azure.service(&node.service).await {
-                Ok(s) => s.sku,
-                Err(_) => node.sku,
-            },
-        };
+        rec.manifest = Some(manifest);
+        // The SKU as ARM reported it in this step, else as configured: this run's preflight
+        // checked the configured tier against ARM.
+        let sku = sku.unwrap_or(node.sku);
         let created_at = self.clock.now();
         let record = BackupRecord {
             name: name.clone(),
@@ -882,24 +908,31 @@ impl Executor {
         let svc = node.service.clone();
         let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
         let mut unknown_fate_retries = 0u32;
+        let mut seen_busy = false;
         loop {
             match rec.state.clone() {
                 StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
                 StepState::Failed { code, message, .. } => return Ok(StepEnd::Failed { code, message }),
                 StepState::Skipped { reason } => return Ok(StepEnd::Failed { code: "Skipped".into(), message: reason }),
                 StepState::Pending => {
-                    let state = match self.wait_ready(&step.id, &svc).await {
-                        Ok(s) => s,
-                        Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                    // The target's SKU: as ARM reports it after a 409, else as configured (the
+                    // run's preflight checked it against ARM).
+                    let target_sku = if seen_busy {
+                        match self.wait_ready(&step.id, &svc).await {
+                            Ok(s) => s.sku,
+                            Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                            Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                        }
+                    } else {
+                        node.sku
                     };
                     // Refuse before the POST what Azure would refuse after it.
                     let catalog = catalog::entries(&self.checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
                     if let Some(entry) = catalog.iter().find(|e| e.record.name == name) {
-                        if !entry.record.sku.restorable_into(&state.sku) {
+                        if !entry.record.sku.restorable_into(&target_sku) {
                             return self.fail(run, step, "SkuMismatch", format!(
                                 "backup `{name}` is of a {} service but `{target}` is {}; not restoring",
-                                entry.record.sku.tier, state.sku.tier
+                                entry.record.sku.tier, target_sku.tier
                             ));
                         }
                         if !entry.record.is_restorable_at(self.clock.now()) {
@@ -922,6 +955,7 @@ impl Executor {
                         }
                         Ok(Begun::Completed) => return self.finish_restore(run, step, &mut rec, target, &name),
                         Err(e) if e.kind == AzureErrorKind::Busy => {
+                            seen_busy = true;
                             self.save(&mut rec, StepState::Pending)?;
                             if tokio::time::Instant::now() >= busy_deadline {
                                 return self.fail(run, step, "ServiceBusy", format!("{}; gave up after {}", e.message, crate::plan::human(self.options.busy_timeout)));
@@ -1000,6 +1034,25 @@ impl Executor {
         Ok(StepEnd::Succeeded)
     }
 
+    fn verified_kinds(&self, replication: &str) -> Vec<EntityKind> {
+        let Some(r) = self.topology.replication(replication) else { return Vec::new() };
+        let mut kinds = Vec::new();
+        if r.verify.apis {
+            kinds.push(EntityKind::Apis);
+        }
+        if r.verify.products {
+            kinds.push(EntityKind::Products);
+        }
+        if r.verify.named_values {
+            kinds.push(EntityKind::NamedValues);
+        }
+        kinds
+    }
+
+    /// Verifies a restored target: its APIs, products and named values by name against the
+    /// backup's manifest (read when this run took the backup), or, for a backup taken
+    /// earlier, against the source now (differences are then only noted if the source changed
+    /// since the backup).
     async fn verify_step(&self, run: &RunRecord, step: &Step, target: &str, source: &str) -> Result<StepEnd, StoreError> {
         let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
         if matches!(rec.state, StepState::Succeeded { .. }) {
@@ -1008,15 +1061,17 @@ impl Executor {
         let (Some(t), Some(s)) = (self.topology.service(target).cloned(), self.topology.service(source).cloned()) else {
             return self.fail(run, step, "UnknownService", format!("`{target}` or `{source}` is not configured"));
         };
-        let Some(replication) = self.topology.replication(&step.replication).cloned() else {
-            return self.fail(run, step, "UnknownReplication", step.replication.clone());
-        };
         let restore_id = step.after.first().cloned().unwrap_or_default();
-        let backup = self.checkpoints.step(run.run_id, &restore_id)?.and_then(|r| r.backup);
-        let state = match self.wait_ready(&step.id, &t.service).await {
-            Ok(s) => s,
-            Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-            Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+        let restore = self.checkpoints.step(run.run_id, &restore_id)?;
+        let backup = restore.as_ref().and_then(|r| r.backup.clone());
+        // The manifest of a backup this run took.
+        let manifest = match run.plan.step(&restore_id).map(|s| &s.action) {
+            Some(Action::Restore { backup: BackupSource::Step(id), .. }) => self
+                .checkpoints
+                .step(run.run_id, id)?
+                .filter(|b| b.backup == backup)
+                .and_then(|b| b.manifest),
+            _ => None,
         };
         let entry: Option<CatalogEntry> = match &backup {
             Some(b) => catalog::entries(&self.checkpoints)
@@ -1025,43 +1080,32 @@ impl Executor {
                 .find(|e| &e.record.name == b),
             None => None,
         };
-        if let Some(e) = &entry {
-            if e.record.sku.tier != state.sku.tier {
-                return self.fail(run, step, "VerificationFailed", format!(
-                    "`{target}` is {} after the restore, the backup is {}", state.sku.tier, e.record.sku.tier
-                ));
-            }
-        }
-        // Compare collections by name. The source may have changed since the backup; then
-        // differences are expected and only noted.
-        let source_changed_since = match self.azure.configuration_change_date(&s.service).await {
-            Ok(now_marker) => match &entry {
-                Some(e) => e.record.consistency != Consistency::Consistent || now_marker != e.record.change_marker,
-                None => true,
-            },
-            Err(_) => true,
-        };
-        let mut kinds = Vec::new();
-        if replication.verify.apis {
-            kinds.push(EntityKind::Apis);
-        }
-        if replication.verify.products {
-            kinds.push(EntityKind::Products);
-        }
-        if replication.verify.named_values {
-            kinds.push(EntityKind::NamedValues);
-        }
+        let consistent = entry.as_ref().is_some_and(|e| e.record.consistency == Consistency::Consistent);
         let mut differences = Vec::new();
-        for kind in kinds {
-            let (a, b) = match (
-                self.azure.entity_names(&s.service, kind).await,
-                self.azure.entity_names(&t.service, kind).await,
-            ) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => return self.fail(run, step, &e.code_or_kind(), e.message),
+        for kind in self.verified_kinds(&step.replication) {
+            let expected = match manifest.as_ref().and_then(|m| m.get(kind.as_str())) {
+                Some(names) => names.clone(),
+                None => {
+                    let key = (run.run_id, s.name().to_ascii_lowercase(), kind.as_str());
+                    let cached = self.source_names.lock().get(&key).cloned();
+                    match cached {
+                        Some(a) => a,
+                        None => match self.azure.entity_names(&s.service, kind).await {
+                            Ok(a) => {
+                                self.source_names.lock().insert(key, a.clone());
+                                a
+                            }
+                            Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                        },
+                    }
+                }
             };
-            let a: BTreeSet<_> = a.into_iter().collect();
-            let b: BTreeSet<_> = b.into_iter().collect();
+            let actual = match self.azure.entity_names(&t.service, kind).await {
+                Ok(b) => b,
+                Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+            };
+            let a: BTreeSet<_> = expected.into_iter().collect();
+            let b: BTreeSet<_> = actual.into_iter().collect();
             let missing: Vec<_> = a.difference(&b).cloned().collect();
             let extra: Vec<_> = b.difference(&a).cloned().collect();
             if !missing.is_empty() {
@@ -1072,7 +1116,17 @@ impl Executor {
             }
         }
         if !differences.is_empty() {
-            if source_changed_since {
+            let expected_differences = if manifest.is_some() {
+                // The manifest of a suspect backup may hold changes the backup missed.
+                !consistent
+            } else {
+                // Compared with the source now: expected if it changed since the backup.
+                match self.azure.configuration_change_date(&s.service).await {
+                    Ok(now_marker) => !consistent || entry.as_ref().is_none_or(|e| now_marker != e.record.change_marker),
+                    Err(_) => true,
+                }
+            };
+            if expected_differences {
                 self.note(&mut rec, format!(
                     "`{source}` changed since the backup; differences expected until the next sync: {}",
                     differences.join("; ")

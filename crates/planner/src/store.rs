@@ -359,6 +359,10 @@ pub struct StepRecord {
     pub attempt: u32,
     /// Observations for people (suspect backups, settled intents, verification notes).
     pub notes: Vec<String>,
+    /// Backup steps: the source's entity names (`APIs`, `products`, `named values`) read just
+    /// after the backup, while the change marker held still; verification compares with it.
+    #[serde(default)]
+    pub manifest: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl StepRecord {
@@ -374,6 +378,7 @@ impl StepRecord {
             change_marker: None,
             attempt: 0,
             notes: Vec::new(),
+            manifest: None,
         }
     }
 }

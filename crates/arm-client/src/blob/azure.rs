@@ -12,6 +12,11 @@
 //! plain HTTP to any other host is refused.
 //!
 //! Neither the key nor a token ever appears in `Debug`, errors or logs.
+//!
+//! Redirects: the hand-signed requests never follow one. `object_store`'s own client follows
+//! them (it exposes no switch), but `reqwest` drops the `Authorization` header whenever the
+//! scheme, host or port changes, so neither the Shared Key signature nor a token can follow a
+//! redirect to another origin.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,8 +37,8 @@ use drsync_core::{Clock, Secret, SystemClock};
 
 use super::{BlobError, BlobMeta, BlobResult, BlobStore};
 use crate::credential::{STORAGE_SCOPE, TokenCache, TokenCredential};
-use crate::error::{Error, Result};
-use crate::security::{check_credential_url, is_loopback};
+use crate::error::{Error, Result, redact};
+use crate::security::{check_credential_url, harden, is_loopback};
 
 /// The storage service version drsync's hand-signed requests ask for (supports OAuth).
 pub const STORAGE_VERSION: &str = "2021-08-06";
@@ -170,8 +175,10 @@ impl AzureBlobStore {
         }
         check_credential_url(&endpoint)?;
         if endpoint.cannot_be_a_base() || endpoint.query().is_some() {
+            // Without the query: it could be a SAS token, signature included.
             return Err(Error::InvalidConfig(format!(
-                "blob endpoint `{endpoint}` must be a plain base URL"
+                "blob endpoint `{}` must be a plain base URL, without a query (drsync signs requests itself; a SAS is not supported)",
+                crate::error::display_url(&endpoint)
             )));
         }
         if let Ok(mut p) = endpoint.path_segments_mut() {
@@ -189,11 +196,12 @@ impl AzureBlobStore {
             ),
             BlobAuth::Token(_) => None,
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::InvalidConfig(format!("cannot build an HTTP client: {e}")))?;
+        let http = harden(
+            reqwest::Client::builder().timeout(Duration::from_secs(60)),
+            &endpoint,
+        )
+        .build()
+        .map_err(|e| Error::InvalidConfig(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
             account,
             endpoint,
@@ -213,7 +221,7 @@ impl AzureBlobStore {
     fn other(&self, message: impl fmt::Display) -> BlobError {
         BlobError::Other {
             account: self.account.clone(),
-            message: message.to_string(),
+            message: redact(&message.to_string()),
         }
     }
 
@@ -335,7 +343,8 @@ impl AzureBlobStore {
     /// container exists when the error is a 404 (a missing container and a missing blob are
     /// both `NotFound` there).
     async fn map_err(&self, container: &str, blob: &str, e: object_store::Error) -> BlobError {
-        let text = e.to_string();
+        // object_store's messages quote the service's answer: keep them, minus credentials.
+        let text = redact(&e.to_string());
         let not_found =
             matches!(e, object_store::Error::NotFound { .. }) || text.contains("ContainerNotFound");
         match e {

@@ -133,8 +133,9 @@ pub fn open(
     }
     let url = url::Url::parse(endpoint).map_err(|e| {
         Error::InvalidConfig(format!(
-            "storage account `{}`: endpoint `{endpoint}` is not a URL or `dir:PATH`: {e}",
-            target.account
+            "storage account `{}`: endpoint `{}` is not a URL or `dir:PATH`: {e}",
+            target.account,
+            crate::error::redact(endpoint)
         ))
     })?;
     let auth = match (key, credential) {
@@ -222,5 +223,23 @@ mod open_tests {
         .unwrap_err();
         assert!(err.to_string().contains("needs an account key"), "{err}");
         assert!(open(&target("not a url"), key(), None).is_err());
+    }
+
+    // See: #4. An endpoint carrying a SAS token is refused without printing its signature.
+    #[test]
+    fn endpoints_with_a_sas_are_refused_without_echoing_it() {
+        for endpoint in [
+            "https://drsyncneu.blob.core.windows.net/?sv=2022-11-02&sig=S1GNATURE%3D",
+            "https://user:PASSW0RD@drsyncneu.blob.core.windows.net/?sig=S1GNATURE",
+            "drsyncneu.blob.core.windows.net?sig=S1GNATURE",
+        ] {
+            let err = open(&target(endpoint), key(), None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("S1GNATURE") && !err.contains("PASSW0RD"),
+                "{err}"
+            );
+        }
     }
 }

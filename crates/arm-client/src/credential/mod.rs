@@ -28,8 +28,8 @@ use drsync_core::{Clock, Secret, Timestamp};
 use tracing::Instrument as _;
 use url::Url;
 
-use crate::error::{Error, Result};
-use crate::security::{check_credential_url, is_loopback};
+use crate::error::{Error, Result, redact};
+use crate::security::{check_credential_url, harden, is_loopback};
 
 #[cfg(test)]
 mod tests;
@@ -94,6 +94,25 @@ fn json_number_or_string(v: Option<&serde_json::Value>) -> Option<i64> {
     }
 }
 
+/// The non-empty string field `name` of a token answer, as a [`Secret`].
+fn token_field(v: &serde_json::Value, name: &str) -> Option<Secret> {
+    v.get(name)
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+}
+
+/// `expires_on` in epoch seconds (a number or a string), if the answer has one.
+fn expires_on_field(v: &serde_json::Value) -> Option<std::result::Result<Timestamp, String>> {
+    let on = json_number_or_string(v.get("expires_on"))?;
+    Some(
+        chrono::Utc
+            .timestamp_opt(on, 0)
+            .single()
+            .ok_or_else(|| "expires_on is out of range".to_owned()),
+    )
+}
+
 /// Parses a token endpoint's JSON answer: Entra ID v2.0 (`expires_in` an integer), v1 and IMDS
 /// (numbers as strings, `expires_on` in epoch seconds). `expires_on` wins over
 /// `expires_in` when both are present. `now` is when the request was made.
@@ -103,25 +122,18 @@ pub fn parse_token_response(
 ) -> std::result::Result<AccessToken, String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("the token response is not JSON: {e}"))?;
-    let token = v
-        .get("access_token")
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .ok_or("the token response has no access_token")?;
-    let expires_on = if let Some(on) = json_number_or_string(v.get("expires_on")) {
-        chrono::Utc
-            .timestamp_opt(on, 0)
-            .single()
-            .ok_or("expires_on is out of range")?
+    let token = token_field(&v, "access_token").ok_or("the token response has no access_token")?;
+    let expires_on = if let Some(on) = expires_on_field(&v) {
+        on?
     } else if let Some(secs) = json_number_or_string(v.get("expires_in")) {
-        now + chrono::Duration::seconds(secs)
+        // Checked: a server's absurd `expires_in` is an error, not an overflow panic.
+        chrono::Duration::try_seconds(secs)
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or("expires_in is out of range")?
     } else {
         return Err("the token response has neither expires_on nor expires_in".into());
     };
-    Ok(AccessToken {
-        token: Secret::new(token),
-        expires_on,
-    })
+    Ok(AccessToken { token, expires_on })
 }
 
 /// Parses an Entra ID error answer (`error`, `error_description`) into one line. The
@@ -137,16 +149,19 @@ fn token_error_message(status: u16, body: &[u8]) -> String {
     if code.is_empty() && desc.is_empty() {
         format!("HTTP {status}")
     } else {
-        format!("HTTP {status} {code}: {desc}")
+        redact(&format!("HTTP {status} {code}: {desc}"))
     }
 }
 
-fn http_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(TOKEN_REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| Error::InvalidConfig(format!("cannot build an HTTP client: {e}")))
+/// The HTTP client of a credential that talks to `url`: no redirects (a `307` would re-post
+/// the client secret wherever it points), no proxy for plain-HTTP (loopback, IMDS) hosts.
+fn http_client(url: &Url) -> Result<reqwest::Client> {
+    harden(
+        reqwest::Client::builder().timeout(TOKEN_REQUEST_TIMEOUT),
+        url,
+    )
+    .build()
+    .map_err(|e| Error::InvalidConfig(format!("cannot build an HTTP client: {e}")))
 }
 
 fn valid_tenant(tenant: &str) -> bool {
@@ -162,24 +177,26 @@ async fn send_token_request(
     req: reqwest::RequestBuilder,
     clock: &dyn Clock,
 ) -> Result<AccessToken> {
-    let cred_err = |message: String| Error::Credential {
+    let cred_err = |message: String, transient: bool| Error::Credential {
         source_name: source_name.into(),
         message,
+        transient,
     };
     let now = clock.now();
     let resp = req
         .send()
         .await
-        .map_err(|e| cred_err(format!("request failed: {}", e.without_url())))?;
+        .map_err(|e| cred_err(format!("request failed: {}", e.without_url()), true))?;
     let status = resp.status().as_u16();
     let body = resp
         .bytes()
         .await
-        .map_err(|e| cred_err(format!("reading the answer: {e}")))?;
+        .map_err(|e| cred_err(format!("reading the answer: {}", e.without_url()), true))?;
     if !(200..300).contains(&status) {
-        return Err(cred_err(token_error_message(status, &body)));
+        let transient = matches!(status, 408 | 429 | 500..=599);
+        return Err(cred_err(token_error_message(status, &body), transient));
     }
-    parse_token_response(&body, now).map_err(cred_err)
+    parse_token_response(&body, now).map_err(|m| cred_err(m, false))
 }
 
 /// Which Entra ID token endpoint a [`ClientSecretCredential`] uses.
@@ -244,11 +261,11 @@ impl ClientSecretCredential {
             .join(&path)
             .map_err(|e| Error::InvalidConfig(format!("authority host: {e}")))?;
         Ok(Self {
+            http: http_client(&token_url)?,
             token_url,
             version,
             client_id,
             client_secret,
-            http: http_client()?,
             clock,
         })
     }
@@ -332,9 +349,9 @@ impl ManagedIdentityCredential {
             });
         }
         Ok(Self {
+            http: http_client(&endpoint)?,
             endpoint,
             client_id,
-            http: http_client()?,
             clock,
         })
     }
@@ -374,16 +391,10 @@ pub fn parse_cli_output<Tz: TimeZone>(
 ) -> std::result::Result<AccessToken, String> {
     let v: serde_json::Value = serde_json::from_str(stdout)
         .map_err(|e| format!("`az account get-access-token` did not print JSON: {e}"))?;
-    let token = v
-        .get("accessToken")
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
+    let token = token_field(&v, "accessToken")
         .ok_or("`az account get-access-token` printed no accessToken")?;
-    let expires_on = if let Some(on) = json_number_or_string(v.get("expires_on")) {
-        chrono::Utc
-            .timestamp_opt(on, 0)
-            .single()
-            .ok_or("expires_on is out of range")?
+    let expires_on = if let Some(on) = expires_on_field(&v) {
+        on?
     } else {
         let text = v
             .get("expiresOn")
@@ -397,10 +408,7 @@ pub fn parse_cli_output<Tz: TimeZone>(
             .ok_or_else(|| format!("expiresOn `{text}` does not exist in the local time zone"))?
             .with_timezone(&chrono::Utc)
     };
-    Ok(AccessToken {
-        token: Secret::new(token),
-        expires_on,
-    })
+    Ok(AccessToken { token, expires_on })
 }
 
 /// The signed-in Azure CLI user (`az login`), through `az account get-access-token`.
@@ -448,9 +456,11 @@ impl AzureCliCredential {
 #[async_trait::async_trait]
 impl TokenCredential for AzureCliCredential {
     async fn get_token(&self, scope: &str) -> Result<AccessToken> {
+        // A CLI that fails is not logged in, or is told a bad tenant: not worth retrying.
         let cred_err = |message: String| Error::Credential {
             source_name: "Azure CLI".into(),
             message,
+            transient: false,
         };
         if let Some(t) = &self.tenant {
             if !valid_tenant(t) {
@@ -482,10 +492,10 @@ impl TokenCredential for AzureCliCredential {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim();
-            return Err(cred_err(format!(
+            return Err(cred_err(redact(&format!(
                 "`az account get-access-token` failed ({}): {first}",
                 out.status
-            )));
+            ))));
         }
         parse_cli_output(&String::from_utf8_lossy(&out.stdout), &chrono::Local).map_err(cred_err)
     }

@@ -1,3 +1,7 @@
+//! Token-response shapes, token-cache refresh edges and single flight, request building for
+//! every credential kind, redaction, and redirects from a token endpoint (over a loopback
+//! socket).
+
 use super::*;
 use drsync_core::ManualClock;
 use std::sync::Mutex;
@@ -10,6 +14,17 @@ fn t0() -> Timestamp {
 
 fn mins(m: i64) -> chrono::Duration {
     chrono::Duration::minutes(m)
+}
+
+/// The token the cache hands out for `scope`, as text.
+async fn tok(cache: &TokenCache, scope: &str) -> String {
+    cache
+        .get_token(scope)
+        .await
+        .unwrap()
+        .token
+        .expose()
+        .to_owned()
 }
 
 #[test]
@@ -273,6 +288,7 @@ impl TokenCredential for Counting {
             return Err(Error::Credential {
                 source_name: "test".into(),
                 message: "down".into(),
+                transient: true,
             });
         }
         let n = {
@@ -287,75 +303,53 @@ impl TokenCredential for Counting {
     }
 }
 
-#[tokio::test]
-async fn cache_refreshes_five_minutes_before_expiry() {
+/// A cache over a [`Counting`] credential of one-hour tokens, on a manual clock.
+fn counting_cache() -> (Arc<ManualClock>, Arc<Counting>, TokenCache) {
     let clock = Arc::new(ManualClock::new(t0()));
     let inner = Arc::new(Counting::new(clock.clone(), mins(60)));
     let cache = TokenCache::new(inner.clone(), clock.clone());
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-1"
-    );
+    (clock, inner, cache)
+}
+
+#[tokio::test]
+async fn cache_refreshes_five_minutes_before_expiry() {
+    let (clock, _inner, cache) = counting_cache();
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-1");
     clock.advance(mins(55) - chrono::Duration::seconds(1));
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-1"
-    );
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-1");
     // Exactly at the refresh instant: a new token.
     clock.advance(chrono::Duration::seconds(1));
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-2"
-    );
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-2");
     assert_eq!(cache.fetch_count(), 2);
     // Scopes are cached separately.
-    assert_eq!(
-        cache.get_token(STORAGE_SCOPE).await.unwrap().token.expose(),
-        "tok-3"
-    );
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-2"
-    );
+    assert_eq!(tok(&cache, STORAGE_SCOPE).await, "tok-3");
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-2");
 }
 
 #[tokio::test]
 async fn a_failed_refresh_keeps_a_still_valid_token_until_it_expires() {
-    let clock = Arc::new(ManualClock::new(t0()));
-    let inner = Arc::new(Counting::new(clock.clone(), mins(60)));
-    let cache = TokenCache::new(inner.clone(), clock.clone());
+    let (clock, inner, cache) = counting_cache();
     cache.get_token(ARM_SCOPE).await.unwrap();
     *inner.fail.lock().unwrap() = true;
     clock.advance(mins(57));
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-1"
-    );
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-1");
     clock.advance(mins(3));
     let err = cache.get_token(ARM_SCOPE).await.unwrap_err();
     assert!(matches!(err, Error::Credential { .. }), "{err}");
     *inner.fail.lock().unwrap() = false;
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-2"
-    );
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-2");
 }
 
 #[tokio::test]
 async fn invalidate_drops_only_the_rejected_token() {
-    let clock = Arc::new(ManualClock::new(t0()));
-    let inner = Arc::new(Counting::new(clock.clone(), mins(60)));
-    let cache = TokenCache::new(inner.clone(), clock.clone());
+    let (_clock, _inner, cache) = counting_cache();
     let first = cache.get_token(ARM_SCOPE).await.unwrap();
     cache.invalidate(ARM_SCOPE, &first).await;
     let second = cache.get_token(ARM_SCOPE).await.unwrap();
     assert_eq!(second.token.expose(), "tok-2");
     // A late 401 for the old token must not drop the new one.
     cache.invalidate(ARM_SCOPE, &first).await;
-    assert_eq!(
-        cache.get_token(ARM_SCOPE).await.unwrap().token.expose(),
-        "tok-2"
-    );
+    assert_eq!(tok(&cache, ARM_SCOPE).await, "tok-2");
     assert_eq!(cache.fetch_count(), 2);
 }
 
@@ -395,4 +389,68 @@ fn tokens_never_print() {
     assert!(!dbg.contains("eyJ"), "{dbg}");
     let s = StaticTokenCredential::new(Secret::new("eyJhbGciOi.secret"), None);
     assert!(!format!("{s:?}").contains("eyJ"));
+}
+
+// See: #4. A server's absurd `expires_in` is an error, not an overflow panic.
+#[test]
+fn absurd_expiry_values_are_errors() {
+    let now = t0();
+    for body in [
+        &br#"{"access_token":"a","expires_in":9223372036854775807}"#[..],
+        br#"{"access_token":"a","expires_in":"-9223372036854775808"}"#,
+        br#"{"access_token":"a","expires_on":"9223372036854775807"}"#,
+    ] {
+        let err = parse_token_response(body, now).unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+    }
+}
+
+// See: #4. A token endpoint answering with a redirect does not get the client secret re-posted
+// elsewhere.
+#[tokio::test]
+async fn token_endpoints_redirecting_elsewhere_are_not_followed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_url = format!("http://{}/steal", elsewhere.local_addr().unwrap());
+    let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = reached.clone();
+    tokio::spawn(async move {
+        if elsewhere.accept().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let authority = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority_url = Url::parse(&format!("http://{}", authority.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = authority.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf).await;
+        let resp = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere_url}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        sock.write_all(resp.as_bytes()).await.unwrap();
+    });
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t0()));
+    let cred = ClientSecretCredential::new(
+        &authority_url,
+        "t",
+        "app",
+        Secret::new("s3cr3t-value"),
+        TokenEndpointVersion::V2,
+        clock,
+    )
+    .unwrap();
+    let err = cred.get_token(ARM_SCOPE).await.unwrap_err();
+    assert!(matches!(err, Error::Credential { .. }), "{err}");
+    assert!(err.to_string().contains("HTTP 307"), "{err}");
+    tokio::task::yield_now().await;
+    assert!(!reached.load(Ordering::SeqCst), "the redirect was followed");
+}
+
+#[test]
+fn token_errors_and_cli_messages_are_redacted() {
+    let body = br#"{"error":"invalid_request","error_description":"AADSTS900144: bad request client_secret=abc123 Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig"}"#;
+    let msg = token_error_message(400, body);
+    assert!(!msg.contains("abc123") && !msg.contains("eyJ"), "{msg}");
+    assert!(msg.contains("AADSTS900144"), "{msg}");
 }

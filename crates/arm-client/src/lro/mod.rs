@@ -19,15 +19,21 @@
 //!   resource is then read with a GET), a `4xx`/`5xx` means the operation failed.
 //! - The next poll happens after the answer's `Retry-After` (see
 //!   [`crate::retry::server_retry_after`]), or after [`PollerConfig::default_interval`] when
-//!   there is none, never later than the deadline; an operation still running at its deadline
+//!   there is none or it asks for no wait at all (`Retry-After: 0`, a date in the past: as
+//!   azure-core does, so such a server is not polled in a tight loop), never later than the
+//!   deadline; an operation still running at its deadline
 //!   fails with [`LroFailure::Timeout`].
 //! - Every URL a server hands over must stay on the original resource's host (see
 //!   [`crate::security::pin_url`]); otherwise the operation fails with
 //!   [`LroFailure::ForeignHost`] before the token could be sent there.
 //!
-//! Transient polling failures (429, 5xx from the pipeline's point of view) never reach this
-//! machine: the async driver retries them and leaves the state untouched, so polling can also
-//! resume from a persisted state in another process.
+//! Which polling answers are the operation's failure is decided here too
+//! ([`is_operation_failure`]); the others never reach this machine: the async driver retries
+//! transient ones (429, a 5xx with a generic code) and reports the rest (401, and a 403: the
+//! caller may start operations but not read their results, PROTOCOL.md section 1) as errors
+//! that leave the state untouched, so polling can resume, also from a persisted state in
+//! another process. A 403 is deliberately not a failure of the operation: the backup or
+//! restore may well be running, and reporting it failed could make the caller start another.
 
 use std::time::Duration;
 
@@ -209,6 +215,52 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// `now + d`, saturating: a server's absurd `Retry-After` (or a configured `max_wait` of
+/// centuries) must not overflow the timestamp and panic.
+fn after(now: Timestamp, d: Duration) -> Timestamp {
+    now.checked_add_signed(to_chrono(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// The wait before the next poll: the answer's Retry-After when it asks for one, else the
+/// default interval.
+fn poll_delay(headers: &http::HeaderMap, now: Timestamp, config: &PollerConfig) -> Duration {
+    server_retry_after(headers, now)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(config.default_interval)
+}
+
+/// Error codes that say "the endpoint had a problem", not "the operation failed": a polling
+/// URL answering 5xx with one of these (or with no code) is retried.
+pub fn is_generic_server_code(code: &str) -> bool {
+    const GENERIC: [&str; 6] = [
+        "",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "GatewayTimeout",
+        "BadGateway",
+        "RequestTimeout",
+    ];
+    GENERIC.iter().any(|g| g.eq_ignore_ascii_case(code.trim()))
+}
+
+/// Whether an error answer (`status` >= 400, ARM error `code`) from a polling URL reports the
+/// operation's failure, as opposed to a problem with the poll itself:
+/// - `401` (the token; refreshed once), `403` (the caller may not read operation results:
+///   the operation's fate is unknown), `408` and `429` are problems of the poll;
+/// - any other `4xx` is the operation's failure (PROTOCOL.md section 1);
+/// - a `5xx` is the operation's failure when it carries an operation-specific code
+///   (`BackupFailed`, `RestoreFailed`), a hiccup of the endpoint otherwise
+///   ([`is_generic_server_code`]).
+pub fn is_operation_failure(status: u16, code: &str) -> bool {
+    match status {
+        401 | 403 | 408 | 429 => false,
+        400..=499 => true,
+        500..=599 => !is_generic_server_code(code),
+        _ => false,
+    }
+}
+
 /// Reads the POST's answer. `resource_url` is the service's URL (its host pins all polling
 /// URLs); `now` is when the answer arrived.
 pub fn start(
@@ -241,9 +293,9 @@ pub fn start(
             let delay = if kind == PollKind::FinalResult {
                 Duration::ZERO
             } else {
-                server_retry_after(resp.headers, now).unwrap_or(config.default_interval)
+                poll_delay(resp.headers, now, config)
             };
-            let deadline = now + to_chrono(config.max_wait);
+            let deadline = after(now, config.max_wait);
             Ok(Started::Pending(PollState {
                 operation,
                 resource_url: resource_url.to_owned(),
@@ -251,7 +303,7 @@ pub fn start(
                 url,
                 location,
                 started_at: now,
-                next_poll_at: (now + to_chrono(delay)).min(deadline),
+                next_poll_at: after(now, delay).min(deadline),
                 deadline,
                 polls: 0,
                 last_status: Some(resp.status.to_string()),
@@ -290,8 +342,8 @@ fn keep_polling(
     if now >= state.deadline {
         return failed(state, LroFailure::Timeout);
     }
-    let delay = server_retry_after(resp.headers, now).unwrap_or(config.default_interval);
-    state.next_poll_at = (now + to_chrono(delay)).min(state.deadline);
+    let delay = poll_delay(resp.headers, now, config);
+    state.next_poll_at = after(now, delay).min(state.deadline);
     let next = next_of(&state);
     (state, next)
 }

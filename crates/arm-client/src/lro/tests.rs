@@ -1,3 +1,6 @@
+//! Poller timelines against a manual clock (exact poll instants), URL replacement and
+//! precedence, statuses, failures, deadlines and host pinning. Pure: no I/O.
+
 use super::*;
 use chrono::TimeZone;
 use drsync_core::{Clock, ManualClock};
@@ -364,4 +367,160 @@ fn poll_state_round_trips_through_json_and_resumes_identically() {
         on_response(back, r.r(), later, &cfg),
         on_response(state, r.r(), later, &cfg)
     );
+}
+
+// See: #4. Which error answers of a polling URL are the operation's failure.
+#[test]
+fn operation_failures_versus_problems_of_the_poll() {
+    let table = [
+        (400, "InvalidParameters", true),
+        (404, "OperationNotFound", true),
+        (409, "Conflict", true),
+        (500, "BackupFailed", true),
+        (500, "RestoreFailed", true),
+        (500, "InternalServerError", false),
+        (500, "", false),
+        (503, "serviceunavailable", false),
+        (502, "BadGateway", false),
+        (504, "GatewayTimeout", false),
+        (401, "ExpiredAuthenticationToken", false),
+        (403, "AuthorizationFailed", false),
+        (403, "", false),
+        (408, "RequestTimeout", false),
+        (429, "SubscriptionRequestsThrottled", false),
+    ];
+    for (status, code, failure) in table {
+        assert_eq!(
+            is_operation_failure(status, code),
+            failure,
+            "{status} {code}"
+        );
+    }
+}
+
+// See: #4. A server's absurd Retry-After, or a configured max_wait of centuries, saturates
+// instead of overflowing the timestamp.
+#[test]
+fn absurd_waits_saturate_at_the_deadline() {
+    let now = t0();
+    for retry_after in [
+        ("retry-after", "99999999999999"),
+        ("retry-after", "18446744073709551615"),
+        ("retry-after-ms", "1e300"),
+    ] {
+        let a = ans(202, &[("location", &op("a")), retry_after], "");
+        let Ok(Started::Pending(state)) =
+            start(LroOperation::Backup, RES, a.r(), now, &config(30, 3600))
+        else {
+            panic!()
+        };
+        assert_eq!(state.next_poll_at, state.deadline, "{retry_after:?}");
+        let (state, next) = on_response(state, a.r(), now, &config(30, 3600));
+        assert_eq!(next_of(&state), next);
+        assert_eq!(state.next_poll_at, state.deadline);
+    }
+    let forever = PollerConfig {
+        default_interval: Duration::from_secs(1),
+        max_wait: Duration::MAX,
+    };
+    let a = ans(202, &[("location", &op("a"))], "");
+    let Ok(Started::Pending(state)) = start(LroOperation::Backup, RES, a.r(), now, &forever) else {
+        panic!()
+    };
+    assert_eq!(state.deadline, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    assert_eq!(state.next_poll_at, now + chrono::Duration::seconds(1));
+}
+
+// See: #4 and PROTOCOL.md section 1. Gaps of the timeline tests: a new Location on a final
+// read, Azure-AsyncOperation replacing itself, a Location kept for the final read while the
+// async URL polls, and an error status from the final read.
+#[test]
+fn urls_replaced_mid_operation_and_errors_from_the_final_read() {
+    let status = |s: &str| format!(r#"{{"status":"{s}"}}"#);
+    let (polls, end) = drive(
+        ans(
+            202,
+            &[
+                ("azure-asyncoperation", &op("async1")),
+                ("location", &op("final1")),
+            ],
+            "",
+        ),
+        vec![
+            ans(
+                200,
+                &[
+                    ("azure-asyncoperation", &op("async2")),
+                    ("location", &op("final2")),
+                ],
+                &status("inprogress"),
+            ),
+            ans(200, &[], &status("Succeeded")),
+            // The final URL says "not yet" and moves: follow it like a Location URL.
+            ans(
+                202,
+                &[("location", &op("final3")), ("retry-after", "2")],
+                "",
+            ),
+            ans(200, &[], SERVICE_BODY),
+        ],
+        &config(5, 3600),
+    );
+    assert_eq!(
+        polls,
+        [
+            (5, op("async1")),
+            (10, op("async2")),
+            (10, op("final2")),
+            (12, op("final3")),
+        ]
+    );
+    assert!(matches!(end, Next::Done(Some(_))), "{end:?}");
+
+    // A 5xx with an operation code from the Location URL is the operation's failure.
+    let (_, end) = drive(
+        ans(202, &[("location", &op("a"))], ""),
+        vec![ans(
+            500,
+            &[],
+            r#"{"error":{"code":"BackupFailed","message":"midway"}}"#,
+        )],
+        &config(1, 60),
+    );
+    let Next::Failed(LroFailure::Operation { status, body }) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(
+        (status.as_str(), body.code.as_str()),
+        ("500", "BackupFailed")
+    );
+
+    // An async status document without a status (or not JSON) keeps polling, up to the
+    // deadline.
+    let (polls, end) = drive(
+        ans(202, &[("azure-asyncoperation", &op("x"))], ""),
+        vec![ans(200, &[], "not json"), ans(200, &[], "{}")],
+        &config(30, 40),
+    );
+    assert_eq!(polls.iter().map(|p| p.0).collect::<Vec<_>>(), [30, 40]);
+    assert_eq!(end, Next::Failed(LroFailure::Timeout));
+}
+
+// See: #4. A server asking for no wait at all is polled at the default interval, not in a
+// tight loop (azure-core does the same).
+#[test]
+fn a_zero_retry_after_falls_back_to_the_default_interval() {
+    let (polls, end) = drive(
+        ans(202, &[("location", &op("a")), ("retry-after", "0")], ""),
+        vec![
+            ans(202, &[("retry-after-ms", "0")], ""),
+            ans(202, &[("retry-after", "Fri, 27 Nov 2026 11:00:00 GMT")], ""),
+            ans(202, &[("retry-after-ms", "250")], ""),
+            ans(200, &[], SERVICE_BODY),
+        ],
+        &config(20, 3600),
+    );
+    let instants: Vec<i64> = polls.iter().map(|p| p.0).collect();
+    assert_eq!(instants, [20, 40, 60, 60]);
+    assert!(matches!(end, Next::Done(Some(_))));
 }

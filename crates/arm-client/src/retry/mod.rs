@@ -12,6 +12,10 @@
 //! - backoff starts at 0.8 s and doubles (the Azure SDKs' `retry_backoff_factor` of 0.8),
 //!   capped at 60 s a wait, with the upper half jittered so parallel clients spread out;
 //! - at most 10 attempts (the Python SDK's `retry_total` of 10) and 10 minutes in all.
+//!
+//! A request that must not be sent twice (a backup or restore POST) is retried only after a
+//! [definite refusal](is_definite_refusal); any other failure after it was sent leaves its
+//! fate unknown, and the pipeline reports that instead of resending.
 
 use std::time::Duration;
 
@@ -49,6 +53,26 @@ pub fn classify_status(status: u16) -> FailureClass {
         408 | 500 | 502 | 503 | 504 => FailureClass::Server,
         400..=499 => FailureClass::Client,
         _ => FailureClass::Fatal,
+    }
+}
+
+/// Whether a failed answer to a request that must not be sent twice (a backup or restore
+/// POST) says for certain that the request was not acted upon, so sending it again cannot
+/// start a second operation.
+///
+/// - `429`: ARM throttles before it dispatches a request to the resource provider
+///   (PROTOCOL.md section 4): refused.
+/// - `503` with a `Retry-After` (`has_retry_after`): the front door shedding load: refused.
+/// - `500`, `502`, `504`, `408` and a `503` without `Retry-After` may come from a gateway or
+///   a resource provider after the operation was accepted: unknown.
+///
+/// Client errors (`4xx`) are definite answers too, but they are never retried anyway, and a
+/// `401` is handled before this (the token is refreshed once).
+pub fn is_definite_refusal(status: u16, has_retry_after: bool) -> bool {
+    match status {
+        429 => true,
+        503 => has_retry_after,
+        _ => false,
     }
 }
 
@@ -139,7 +163,8 @@ pub fn server_retry_after(headers: &http::HeaderMap, now: Timestamp) -> Option<D
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = text(name).and_then(|t| t.parse::<f64>().ok()) {
             if ms.is_finite() && ms >= 0.0 {
-                return Some(Duration::from_secs_f64(ms / 1000.0));
+                // A value too large for a `Duration` is a wish to wait forever, not a panic.
+                return Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX));
             }
         }
     }

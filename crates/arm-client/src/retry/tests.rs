@@ -1,3 +1,6 @@
+//! Retry-policy tables, status classification, `Retry-After` parsing (seconds, HTTP-date,
+//! milliseconds, absurd values) and the slow-down rule. Pure: no clock, no I/O.
+
 use super::*;
 use chrono::TimeZone;
 use http::HeaderMap;
@@ -171,4 +174,52 @@ fn slowing_down_as_the_bucket_empties() {
     assert_eq!(slow_down(0, 20, 25.0), Some(secs(21.0 / 25.0)));
     assert_eq!(slow_down(0, 20, 10.0), Some(secs(2.1)));
     assert_eq!(slow_down(0, 20, 0.0), None);
+}
+
+// See: #4. What a backup or restore POST may be resent after.
+#[test]
+fn only_definite_refusals_allow_resending_a_backup_or_restore() {
+    let table = [
+        (429, false, true),
+        (429, true, true),
+        (503, true, true),
+        (503, false, false),
+        (500, true, false),
+        (500, false, false),
+        (502, true, false),
+        (504, false, false),
+        (408, true, false),
+    ];
+    for (status, has_retry_after, refused) in table {
+        assert_eq!(
+            is_definite_refusal(status, has_retry_after),
+            refused,
+            "{status} retry-after {has_retry_after}"
+        );
+    }
+}
+
+#[test]
+fn absurd_retry_after_values_do_not_panic() {
+    let n = now();
+    assert_eq!(
+        server_retry_after(&headers(&[("retry-after-ms", "1e300")]), n),
+        Some(Duration::MAX)
+    );
+    assert_eq!(
+        server_retry_after(&headers(&[("retry-after", "18446744073709551615")]), n),
+        Some(Duration::from_secs(u64::MAX))
+    );
+    // The policy then gives up instead of sleeping for ever.
+    let p = RetryPolicy::default();
+    assert_eq!(
+        p.decide(
+            1,
+            Duration::ZERO,
+            FailureClass::Throttled,
+            Some(Duration::MAX),
+            0.5
+        ),
+        RetryDecision::GiveUp
+    );
 }

@@ -17,7 +17,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use drsync_core::Clock as _;
 use drsync_emulator::EmulatorConfig;
 use drsync_planner::catalog;
 use drsync_planner::executor::{NoObserver, Outcome};

@@ -42,6 +42,18 @@ pub fn run_blocking(args: &Args) -> anyhow::Result<Exit> {
 
 /// Runs `drsync clone`.
 pub async fn run(args: &Args) -> anyhow::Result<Exit> {
+    if let Some(path) = args
+        .overrides
+        .as_deref()
+        .filter(|_| !super::drill::NAMED_VALUE_UPDATES)
+    {
+        // Refuse before anything is restored: a clone that cannot apply its overrides would
+        // leave the staging service pointing at production backends.
+        return Err(usage(format!(
+            "cannot apply the overrides in {}: this build's ARM client cannot update named values (PUT .../namedValues/{{name}}); nothing was done",
+            path.display()
+        )));
+    }
     let overrides = match &args.overrides {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -75,11 +87,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Exit> {
     };
     let mut spec = session.spec(DrillKind::Clone, &r, &args.from, &args.to, choice, &hooks)?;
     spec.overrides = overrides;
-    let report = session.execute(&spec, &r).await?;
+    let ran = session.execute(&spec, &r).await?;
     session.close().await?;
-    Ok(if report.passed() {
-        Exit::Success
-    } else {
-        Exit::DrillFailed
-    })
+    Ok(ran.exit(Exit::DrillFailed))
 }

@@ -154,3 +154,37 @@ fn humanize(s: u64) -> String {
         _ => format!("{h}h{m:02}m"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_like_durations_and_flag_misses() {
+        assert_eq!(figure(None, ObjectiveStatus::Unknown), "-");
+        assert_eq!(figure(Some(42), ObjectiveStatus::Met), "42s");
+        assert_eq!(figure(Some(65), ObjectiveStatus::NotSet), "1m05s");
+        assert_eq!(
+            figure(Some(3 * 3600 + 120), ObjectiveStatus::Missed),
+            "3h02m MISSED"
+        );
+    }
+
+    #[test]
+    fn the_table_lists_reports_or_says_there_are_none() {
+        assert_eq!(table(&[]), "no drill reports yet (run `drsync drill`)\n");
+        let text = include_str!("../../../../tests/fixtures/drills/report-v1.json");
+        let report = DrillReport::from_json(text).unwrap();
+        let t = table(std::slice::from_ref(&report));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("ID ") && lines[0].contains("RECOVERY POINT"));
+        assert!(
+            lines[1].starts_with(&report.id) && lines[1].contains("passed"),
+            "{t}"
+        );
+        let row = summary(&report);
+        assert_eq!(row["outcome"], "passed");
+        assert_eq!(row["target"], "apim-contoso-neu");
+    }
+}

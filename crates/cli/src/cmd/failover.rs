@@ -105,13 +105,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Exit> {
     )?;
     spec.source_reachable = false;
     spec.promote = true;
-    let report = session.execute(&spec, &r).await?;
+    let ran = session.execute(&spec, &r).await?;
     session.close().await?;
-    Ok(if report.passed() {
-        Exit::Success
-    } else {
-        Exit::Failed
-    })
+    Ok(ran.exit(Exit::Failed))
 }
 
 /// Runs `drsync failback`.
@@ -160,11 +156,7 @@ pub async fn failback(args: &FailbackArgs) -> anyhow::Result<Exit> {
         &hooks,
     )?;
     spec.promote = true;
-    let report = session.execute(&spec, &r).await?;
+    let ran = session.execute(&spec, &r).await?;
     session.close().await?;
-    Ok(if report.passed() {
-        Exit::Success
-    } else {
-        Exit::Failed
-    })
+    Ok(ran.exit(Exit::Failed))
 }

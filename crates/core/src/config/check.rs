@@ -811,13 +811,20 @@ fn service(t: &Table<'_, '_>, c: &mut Collector<'_>) -> Option<ServiceConfig> {
         "resource_group",
         "set resource_group to the service's resource group",
     ) {
-        Some(at) => match validate_resource_group(at.value) {
-            Ok(()) => Some(at.value.to_owned()),
-            Err(e) => {
-                c.error(at.span, t.field("resource_group"), e.to_string(), None);
-                None
+        Some(at) => {
+            match validate_resource_group(at.value) {
+                Ok(()) => Some(at.value.to_owned()),
+                Err(e) => {
+                    c.error(
+                    at.span,
+                    t.field("resource_group"),
+                    e.to_string(),
+                    Some("use the resource group's name as the portal or `az group list` shows it".into()),
+                );
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     let region = region_field(t, c);

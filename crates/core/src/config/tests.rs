@@ -624,3 +624,56 @@ fn relative_paths_resolve_lexically_against_the_config_directory() {
         PathBuf::from("/var/lib/drsync")
     );
 }
+
+/// Every single-line mutation of a valid file (line removed, value replaced by each TOML type)
+/// yields a `Config` or positioned errors with hints; never a panic, never an empty error list.
+#[test]
+fn mutations_never_panic_and_always_explain() {
+    let lines: Vec<&str> = VALID.lines().collect();
+    let replacements = [
+        "1",
+        "-7",
+        "2.5",
+        "true",
+        "\"x\"",
+        "\"\"",
+        "[]",
+        "[1, \"a\"]",
+        "{}",
+        "{ a = 1 }",
+    ];
+    let mut cases = Vec::new();
+    for i in 0..lines.len() {
+        let mut without = lines.clone();
+        without.remove(i);
+        cases.push(without.join("\n"));
+        if let Some((key, _)) = lines[i].split_once(" = ") {
+            for value in replacements {
+                let mut changed = lines.clone();
+                let line = format!("{key} = {value}");
+                changed[i] = &line;
+                cases.push(changed.join("\n"));
+            }
+        }
+    }
+    assert!(cases.len() > 300, "{}", cases.len());
+    let mut rejected = 0;
+    for text in &cases {
+        if let Err(errors) = parse(text) {
+            rejected += 1;
+            assert!(!errors.is_empty());
+            let total_lines = text.lines().count().max(1);
+            for e in &errors {
+                assert!(e.line >= 1 && e.line <= total_lines + 1, "{e}\n{text}");
+                assert!(e.column >= 1, "{e}");
+                assert!(!e.field.is_empty(), "{e}");
+                assert!(e.hint.is_some(), "no hint: {e}\n--- in ---\n{text}");
+            }
+        }
+    }
+    assert!(
+        rejected > cases.len() / 2,
+        "most mutations must be caught: {rejected}/{}",
+        cases.len()
+    );
+}

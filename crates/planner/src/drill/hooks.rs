@@ -281,6 +281,8 @@ pub async fn run_hook(
     command
         .env("DRSYNC_PHASE", phase.as_str())
         .env("DRSYNC_HOOK_WHEN", when.as_str());
+    // An empty path (a configuration file named without a directory) is the current directory.
+    let workdir = workdir.filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = workdir {
         command.current_dir(dir);
     }
@@ -294,7 +296,14 @@ pub async fn run_hook(
         Ok(c) => c,
         Err(e) => {
             record.finished_at = clock.now();
-            record.message = Some(format!("could not start `{}`: {e}", record.command));
+            record.message = Some(match workdir {
+                Some(dir) => format!(
+                    "could not start `{}` in {}: {e}",
+                    record.command,
+                    dir.display()
+                ),
+                None => format!("could not start `{}`: {e}", record.command),
+            });
             return record;
         }
     };
@@ -485,6 +494,51 @@ mod tests {
         }
         assert!(r.stdout.contains("EXTRA=literal"));
         assert!(!r.stdout.contains("CARGO_PKG_NAME"));
+    }
+
+    #[tokio::test]
+    async fn hooks_run_in_the_given_directory_and_an_empty_one_means_the_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = hook(HookCommand::Shell("pwd".into()), None);
+        let path = dir.path().to_path_buf();
+        let r = run_hook(
+            &spec,
+            &env(),
+            Phase::Restore,
+            HookWhen::After,
+            Some(&path),
+            &clock(),
+        )
+        .await;
+        assert_eq!(r.status, Status::Passed, "{r:?}");
+        let reported = std::fs::canonicalize(r.stdout.trim()).unwrap();
+        assert_eq!(reported, std::fs::canonicalize(dir.path()).unwrap());
+        let empty = PathBuf::new();
+        let r = run_hook(
+            &spec,
+            &env(),
+            Phase::Restore,
+            HookWhen::After,
+            Some(&empty),
+            &clock(),
+        )
+        .await;
+        assert_eq!(r.status, Status::Passed, "{r:?}");
+        let gone = dir.path().join("missing");
+        let r = run_hook(
+            &spec,
+            &env(),
+            Phase::Restore,
+            HookWhen::After,
+            Some(&gone),
+            &clock(),
+        )
+        .await;
+        assert_eq!(r.status, Status::Failed);
+        assert!(
+            r.message.unwrap().contains("missing"),
+            "the message names the directory"
+        );
     }
 
     #[tokio::test]

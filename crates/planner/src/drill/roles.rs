@@ -283,7 +283,10 @@ retention = "14d"
         let notes = state.apply(&mut c).unwrap();
         assert_eq!(notes.len(), 1);
         let applied = c.clone();
-        assert!(state.apply(&mut c).unwrap().is_empty(), "applying twice changes nothing");
+        assert!(
+            state.apply(&mut c).unwrap().is_empty(),
+            "applying twice changes nothing"
+        );
         assert_eq!(c, applied);
         let r = &c.replications[0];
         assert_eq!(r.from, "apim-neu");

@@ -685,3 +685,36 @@ async fn the_schema_rejects_a_report_that_breaks_it() {
         );
     }
 }
+
+/// A version-1 report written by a real `drsync drill` on the embedded emulator. It must keep
+/// parsing and matching the schema for as long as the schema version is 1.
+#[test]
+fn a_stored_version_1_report_still_reads_and_matches_the_schema() {
+    let text = include_str!("../../../../tests/fixtures/drills/report-v1.json");
+    let report = DrillReport::from_json(text).expect("a v1 report parses");
+    assert!(report.passed());
+    assert_eq!(report.phases.len(), 4);
+    assert_eq!(report.phases[3].hooks[0].name, "smoke-test");
+    let cases = check_renderings(&report);
+    assert!(cases.iter().all(|(_, f)| f.is_none()), "{cases:?}");
+}
+
+/// The example files in tests/fixtures/drills parse.
+#[test]
+fn the_example_hooks_and_overrides_files_parse() {
+    let hooks = super::HooksFile::parse(
+        include_str!("../../../../tests/fixtures/drills/hooks.toml"),
+        "hooks.toml",
+    )
+    .unwrap();
+    assert_eq!(hooks.hooks[0].phase, Phase::Verify);
+    let overrides = super::overrides::parse_overrides(
+        include_str!("../../../../tests/fixtures/drills/overrides.toml"),
+        "overrides.toml",
+        |name| (name == "STAGING_PAYMENTS_KEY").then(|| "k".to_string()),
+    )
+    .unwrap();
+    let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["backend-url", "feature-flag", "payments-key"]);
+    assert!(overrides[2].secret);
+}

@@ -19,10 +19,13 @@ struct Harness {
     events: Arc<Recorder>,
 }
 
+type Hook = Box<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<Event>>,
     cancel_on: Mutex<Option<(String, &'static str, watch::Sender<bool>)>>,
+    hook_on: Mutex<Option<(String, &'static str, Hook)>>,
 }
 
 impl Observer for Recorder {
@@ -30,6 +33,11 @@ impl Observer for Recorder {
         if let (Event::State { step, state, .. }, Some((s, st, tx))) = (event, &*self.cancel_on.lock()) {
             if step == s && state == st {
                 let _ = tx.send(true);
+            }
+        }
+        if let (Event::State { step, state, .. }, Some((s, st, hook))) = (event, &*self.hook_on.lock()) {
+            if step == s && state == st {
+                hook();
             }
         }
         self.events.lock().push(event.clone());
@@ -413,6 +421,34 @@ async fn restores_never_overlap_on_one_service_and_run_in_parallel_across_target
     let neu_done = pos("contoso-dr/restore/apim-neu", "succeeded");
     let stg_done = pos("contoso-dr/restore/apim-stg", "succeeded");
     assert!(neu_acc < stg_done && stg_acc < neu_done, "restores ran in parallel");
+}
+
+#[tokio::test]
+async fn verification_names_what_the_restored_target_lacks() {
+    let h = harness();
+    let azure = h.azure.clone();
+    *h.events.hook_on.lock() = Some((
+        "contoso-dr/restore/apim-neu".into(),
+        "succeeded",
+        Box::new(move || azure.edit_service("apim-neu", |s| s.apis.retain(|a| a != "orders"))),
+    ));
+    let (outcome, _) = h.run(h.sync_plan(), options()).await;
+    let Outcome::Failed(failures) = outcome else { panic!("expected failure") };
+    assert_eq!(
+        failures,
+        [("contoso-dr/verify/apim-neu".to_owned(), "VerificationFailed: APIs missing on `apim-neu`: orders".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn the_backup_step_records_the_manifest_verification_uses() {
+    let h = harness();
+    h.run(h.sync_plan(), options()).await;
+    // Read once, right after the backup, while the change marker held still.
+    let rec = h.cp.steps(h.cp.runs().unwrap()[0].run_id).unwrap().into_iter().find(|s| s.step_id == "contoso-dr/backup").unwrap();
+    let manifest = rec.manifest.unwrap();
+    assert_eq!(manifest["APIs"], ["echo", "orders"]);
+    assert_eq!(manifest.len(), 3);
 }
 
 #[test]
