@@ -306,6 +306,17 @@ async fn api_versions_are_checked_like_arm() -> R {
     let t = TestEmulator::start(0.001).await?;
     t.seed("apim-weu", "westeurope")?;
     let path = TestEmulator::service_path("apim-weu");
+    let r = t
+        .arm(Method::GET, &path)
+        .header("x-ms-client-request-id", "my-request-1")
+        .send()
+        .await?;
+    assert_eq!(
+        header(&r, "x-ms-client-request-id").as_deref(),
+        Some("my-request-1")
+    );
+    assert!(header(&r, "x-ms-correlation-request-id").is_some());
+    assert!(header(&r, "x-ms-request-id").is_some());
     for v in ["2021-08-01", "2022-08-01", "2024-05-01"] {
         let (status, body) = t.get(&format!("{path}?api-version={v}")).await?;
         assert_eq!(status, 200, "{v}: {body}");

@@ -7,7 +7,9 @@
 //! - `model`: services, configuration, operations, the request log and state dumps; ARM JSON rendering.
 //! - [`envelope`]: the documented backup blob format.
 //! - `throttle`: ARM's token buckets.
-//! - `server`: the HTTP front (routing, authentication, api-versions, ARM operations).
+//! - `server`: the HTTP front: routing and the ARM pipeline (authentication, api-versions,
+//!   regions, throttling); `server::entra` (tokens), `server::services` (services, child
+//!   entities, syncState), `server::operations` (backup/restore POSTs and polling).
 //! - `ops`: long-running operations: durations, storage checks, completion.
 //! - `control`: the `/_emulator/...` control API.
 //! - `state`: the shared state and [`EmulatorState`], the in-process handle.
