@@ -62,8 +62,8 @@ const REGIONS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 /// An Azure region, by its canonical ARM name (`westeurope`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(into = "String")]
 pub struct Region(&'static str);
 
 /// The region is not one drsync knows.
@@ -134,6 +134,14 @@ impl TryFrom<String> for Region {
     }
 }
 
+// Written by hand: the derive would tie the deserializer's lifetime to the `'static` name.
+impl<'de> serde::Deserialize<'de> for Region {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Region::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl From<Region> for String {
     fn from(value: Region) -> Self {
         value.0.to_owned()
@@ -152,6 +160,21 @@ mod tests {
         assert_eq!(Region::parse("East US 2").unwrap().name(), "eastus2");
         assert_eq!(Region::parse("westeurope").unwrap().display_name(), "West Europe");
         assert!(Region::parse("atlantis").is_err());
+    }
+
+    #[test]
+    fn serde_uses_the_arm_name_and_accepts_display_names() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Holder {
+            region: Region,
+        }
+        // Deserialized from an owned, short-lived string: no `'static` borrow is needed.
+        let text = String::from("region = \"West Europe\"");
+        let h: Holder = toml::from_str(&text).unwrap();
+        drop(text);
+        assert_eq!(h.region.name(), "westeurope");
+        assert_eq!(toml::to_string(&h).unwrap().trim(), "region = \"westeurope\"");
+        assert!(toml::from_str::<Holder>("region = \"atlantis\"").is_err());
     }
 
     #[test]
