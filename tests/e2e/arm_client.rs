@@ -557,3 +557,69 @@ async fn every_credential_kind_gets_a_working_token() {
     assert_eq!(err.status(), Some(401), "{err}");
     assert_eq!(err.arm_code(), Some("InvalidAuthenticationToken"));
 }
+
+#[tokio::test]
+async fn named_values_are_created_and_replaced_and_services_deleted() {
+    let emu = TestEmulator::start(0.001).await.unwrap();
+    prepare(&emu).await;
+    let client = client(&emu);
+    let stg = svc("apim-neu");
+    let secret = Secret::new("nv-Secret-81f3");
+
+    // Created (201), then replaced (200) under the same name, whatever its case.
+    let nv = client
+        .put_named_value(
+            &stg,
+            "backend-url",
+            "backend-url",
+            &Secret::new("https://a"),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (nv.name.as_str(), nv.value.as_deref(), nv.secret),
+        ("backend-url", Some("https://a"), false)
+    );
+    let nv = client
+        .put_named_value(&stg, "Backend-URL", "Backend", &secret, true)
+        .await
+        .unwrap();
+    assert_eq!(nv.name, "backend-url");
+    assert_eq!(nv.display_name.as_deref(), Some("Backend"));
+    assert!(nv.secret);
+    assert_eq!(nv.value, None, "a secret's value is not returned");
+    let listed = client.list_named_values(&stg).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].value, None);
+    // The emulator stored exactly what was sent.
+    let config = emu.state().configuration(SUB, RG, "apim-neu").unwrap();
+    assert_eq!(
+        config.named_values["backend-url"],
+        serde_json::json!({"displayName": "Backend", "value": "nv-Secret-81f3", "secret": true})
+    );
+    let puts: Vec<_> = emu
+        .emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.kind == "child-put")
+        .collect();
+    assert_eq!(puts.len(), 2);
+    assert!(!format!("{puts:?}").contains("nv-Secret-81f3"));
+
+    // A missing service is an error that names the call, never the value.
+    let err = client
+        .put_named_value(&svc("apim-nope"), "k", "k", &secret, true)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("put named value"), "{err}");
+    assert!(!err.to_string().contains("nv-Secret-81f3"));
+
+    // Deleted; deleting again (nothing left) succeeds too.
+    client.delete_service(&stg).await.unwrap();
+    assert!(emu.state().configuration(SUB, RG, "apim-neu").is_none());
+    let err = client.get_service(&stg).await.unwrap_err();
+    assert!(matches!(err, Error::Arm { status: 404, .. }), "{err}");
+    client.delete_service(&stg).await.unwrap();
+    assert!(emu.state().configuration(SUB, RG, "apim-weu").is_some());
+}

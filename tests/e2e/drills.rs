@@ -104,8 +104,14 @@ rto = "45m"
 
     /// Runs `drsync ARGS -c CONFIG` with stdin closed (not a terminal).
     async fn drsync(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.drsync_env(args, &[]).await
+    }
+
+    /// [`Setup::drsync`] with extra environment variables.
+    async fn drsync_env(&self, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
         let out = tokio::process::Command::new(drsync_path())
             .args(args)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .current_dir(self.work.path())
@@ -150,6 +156,26 @@ rto = "45m"
         state.set_configuration(SUB, RG, service, config)?;
         Ok(())
     }
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 fn text(out: &Output) -> String {
@@ -406,6 +432,197 @@ timeout = "30s"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_from_the_configuration_run_and_their_output_is_reported() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    let marker = s.work.path().join("promoted.marker");
+    let base = std::fs::read_to_string(&s.config)?;
+    std::fs::write(
+        &s.config,
+        format!(
+            r#"{base}
+[[replication.hooks]]
+name = "config-smoke"
+phase = "verify"
+when = "after"
+command = "echo zone $ZONE target $DRSYNC_TARGET_NAME kind $DRSYNC_KIND"
+timeout = "30s"
+env = {{ ZONE = "contoso.com" }}
+
+[[replication.hooks]]
+name = "failover-only"
+phase = "verify"
+when = "after"
+command = ["touch", "{marker}"]
+kinds = ["failover"]
+"#,
+            marker = marker.display()
+        ),
+    )?;
+    // A `--hooks` file still works, and runs after the configuration's hooks.
+    let out = s
+        .drsync(&[
+            "drill",
+            "--edge",
+            "contoso-dr",
+            "--hooks",
+            repo_path("tests/fixtures/drills/hooks.toml")
+                .to_str()
+                .unwrap(),
+        ])
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (dir, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["outcome"], "passed");
+    let verify = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "verify")
+        .unwrap()
+        .clone();
+    let hooks = verify["hooks"].as_array().unwrap();
+    let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["config-smoke", "smoke-test"], "{verify:#}");
+    assert_eq!(
+        hooks[0]["stdout"],
+        format!("zone contoso.com target {STANDBY} kind drill\n")
+    );
+    assert!(
+        hooks[1]["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("gateway http"),
+        "{verify:#}"
+    );
+    // The failover-only hook did not run in a drill.
+    assert!(!marker.exists());
+    let md = std::fs::read_to_string(dir.join("report.md"))?;
+    assert!(md.contains("config-smoke"), "{md}");
+
+    // A bad hook in the configuration is a usage error with its position.
+    std::fs::write(
+        &s.config,
+        format!(
+            "{base}\n[[replication.hooks]]\nphase = \"verfy\"\nwhen = \"after\"\ncommand = \"true\"\n"
+        ),
+    )?;
+    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replication[0].hooks[0].phase")
+            && stderr.contains("unknown phase `verfy`"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_drill_service_is_drilled_into_and_cleaned_up() -> anyhow::Result<()> {
+    const DRILL: &str = "apim-drill";
+    let s = Setup::start().await?;
+    // A service outside the configuration, created for drills.
+    s.emu
+        .seed_with(ServiceSeed::new(SUB, RG, DRILL, "northeurope"))?;
+    let id = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{DRILL}"
+    );
+    let out = s
+        .drsync(&["drill", "--edge", "contoso-dr", "--target", &id])
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["target"]["name"], DRILL);
+    assert_eq!(report["outcome"], "passed");
+    // The drill restored the primary's configuration there, and not into the standby.
+    let drill = s.emu.state().configuration(SUB, RG, DRILL).unwrap();
+    assert!(!drill.apis.is_empty());
+    assert!(
+        s.emu
+            .state()
+            .configuration(SUB, RG, STANDBY)
+            .unwrap()
+            .apis
+            .is_empty()
+    );
+    // The configuration file is unchanged: the drill service is not in it.
+    assert!(!std::fs::read_to_string(&s.config)?.contains(DRILL));
+    // Later planning ignores it: nothing is planned for a service outside the configuration.
+    let out = s.drsync(&["plan", "--output", "json"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(DRILL),
+        "{}",
+        text(&out)
+    );
+
+    let deletes = |s: &Setup| {
+        s.emu
+            .emu
+            .request_log()
+            .iter()
+            .filter(|r| r.kind == "service-delete")
+            .count()
+    };
+    // A configured standby is never deleted, even with --yes.
+    let out = s
+        .drsync(&["drills", "cleanup", "--target", STANDBY, "--yes"])
+        .await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("refusing to delete `apim-neu`: it is a configured standby"),
+        "{}",
+        text(&out)
+    );
+    // Nor a service no drill restored into.
+    s.emu
+        .seed_with(ServiceSeed::new(SUB, RG, "apim-other", "northeurope"))?;
+    let out = s
+        .drsync(&["drills", "cleanup", "--target", "apim-other", "--yes"])
+        .await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no drill report has it as its target"),
+        "{}",
+        text(&out)
+    );
+    // Without a terminal, --yes is required.
+    let out = s.drsync(&["drills", "cleanup", "--target", DRILL]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(deletes(&s), 0, "nothing was deleted so far");
+    assert!(s.emu.state().configuration(SUB, RG, STANDBY).is_some());
+
+    let out = s
+        .drsync(&["drills", "cleanup", "--target", DRILL, "--yes"])
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("deleted drill service `{DRILL}`")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(deletes(&s), 1);
+    assert!(s.emu.state().configuration(SUB, RG, DRILL).is_none());
+    assert!(s.emu.state().configuration(SUB, RG, "apim-other").is_some());
+    // Its reports stay.
+    assert!(
+        s.reports()?
+            .iter()
+            .any(|(_, r)| r["target"]["name"] == DRILL)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_restores_into_staging_in_the_same_region() -> anyhow::Result<()> {
     let s = Setup::start().await?;
     let out = s
@@ -425,9 +642,79 @@ async fn a_clone_restores_into_staging_in_the_same_region() -> anyhow::Result<()
         staging.apis.keys().collect::<Vec<_>>()
     );
 
-    // Named-value overrides need an ARM named-value update the client does not have yet: the
-    // clone is refused before anything is restored, rather than leaving staging half done.
+    // With overrides: named values replaced after the restore, from the file (a literal) and
+    // from the environment (a secret), and verification expecting them.
+    const PAYMENTS_KEY: &str = "pk-Zq81-staging-only-value";
     let overrides = repo_path("tests/fixtures/drills/overrides.toml");
+    let out = s
+        .drsync_env(
+            &[
+                "clone",
+                "--from",
+                PRIMARY,
+                "--to",
+                STAGING,
+                "--use-latest",
+                "--overrides",
+                overrides.to_str().unwrap(),
+                "-vv",
+            ],
+            &[("STAGING_PAYMENTS_KEY", PAYMENTS_KEY)],
+        )
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (dir, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["outcome"], "passed", "{report:#}");
+    let phases: Vec<(&str, &str)> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    assert!(phases.contains(&("overrides", "passed")), "{phases:?}");
+    assert_eq!(
+        report["verification"]["overridden"],
+        json!(["backend-url", "feature-flag", "payments-key"])
+    );
+    assert_eq!(report["verification"]["differences"], json!([]));
+    // The emulator holds the new values: the literal ones readable, the secret one stored as
+    // a secret.
+    let staging = s.emu.state().configuration(SUB, RG, STAGING).unwrap();
+    let nv = |name: &str| staging.named_values.get(name).cloned().unwrap_or_default();
+    assert_eq!(
+        nv("backend-url")["value"],
+        "https://orders.staging.contoso.internal"
+    );
+    assert_eq!(nv("backend-url")["secret"], false);
+    assert_eq!(nv("feature-flag")["value"], "off");
+    assert_eq!(nv("payments-key")["value"], PAYMENTS_KEY);
+    assert_eq!(nv("payments-key")["secret"], true);
+    // The primary kept its own backend.
+    let primary = s.emu.state().configuration(SUB, RG, PRIMARY).unwrap();
+    assert_eq!(
+        primary.named_values["backend-url"]["value"],
+        "https://backend.contoso.com"
+    );
+    // The secret is in no report, and not in the output or the (trace-level) log.
+    for file in ["report.json", "report.md", "junit.xml"] {
+        let body = std::fs::read_to_string(dir.join(file))?;
+        assert!(!body.contains(PAYMENTS_KEY), "the secret in {file}");
+    }
+    assert!(!text(&out).contains(PAYMENTS_KEY), "{}", text(&out));
+    for entry in walk(&s.state_dir()) {
+        if let Ok(body) = std::fs::read(&entry) {
+            assert!(
+                !body
+                    .windows(PAYMENTS_KEY.len())
+                    .any(|w| w == PAYMENTS_KEY.as_bytes()),
+                "the secret in {}",
+                entry.display()
+            );
+        }
+    }
+
+    // A missing environment variable is a usage error before anything is restored.
     s.emu.emu.state().clear_request_log();
     let out = s
         .drsync(&[
@@ -442,7 +729,8 @@ async fn a_clone_restores_into_staging_in_the_same_region() -> anyhow::Result<()
         .await?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nothing was done"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("environment variable `STAGING_PAYMENTS_KEY` is not set"),
         "{}",
         text(&out)
     );
@@ -497,7 +785,37 @@ async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() 
     assert_eq!(report["kind"], "failover");
     assert_eq!(report["outcome"], "passed");
     assert_eq!(report["backup"]["reused"], true);
-    assert_eq!(report["verification"]["source"], Value::Null);
+    // The drill kept the primary's verified snapshot beside its backup, in the standby
+    // region's storage: the failover compares content with it, without calling the primary.
+    assert!(
+        std::fs::read_dir(s.emu.dir.path().join(ACCOUNT).join("apim-backups"))?
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".drsync-snapshot.json"))
+    );
+    assert_eq!(
+        report["verification"]["source"],
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{PRIMARY}"
+        )
+    );
+    let counts = report["verification"]["counts"].as_array().unwrap();
+    assert!(
+        counts
+            .iter()
+            .all(|c| c["expected"] == c["actual"] && c["expected"].as_u64() > Some(0)),
+        "{counts:?}"
+    );
+    assert!(
+        report["phases"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("content will be compared"),
+        "{:#}",
+        report["phases"][0]
+    );
     assert_eq!(
         report["objectives"]["recovery_point"]["basis"],
         "backup_age"

@@ -21,9 +21,9 @@ use crate::apim::{
     SyncState, WireApiProps, WireItem, WireNamedValueProps, WireProductProps, backup_restore_body,
 };
 use crate::credential::{ARM_SCOPE, TokenCache, TokenCredential};
-use crate::error::{Error, Result};
+use crate::error::{ArmErrorBody, Error, Result};
 use crate::lro::{
-    self, LroFailure, LroOperation, LroResponse, Next, PollState, PollerConfig, Started,
+    self, LroFailure, LroOperation, LroResponse, Next, PollKind, PollState, PollerConfig, Started,
 };
 use crate::pipeline::{Kind, Pipeline, Request, Response};
 use crate::retry::RetryPolicy;
@@ -532,6 +532,234 @@ impl ArmClient {
             "list named values",
         )
         .await
+    }
+}
+
+/// Named-value updates and service deletion: ARM `PUT`/`DELETE`s that may answer `202` and
+/// are then polled to completion with the same state machine as backups and restores.
+impl ArmClient {
+    /// `PUT .../namedValues/{name}` with `{"properties":{"displayName","value","secret"}}`:
+    /// creates or replaces a named value, and waits for it to be saved (`200`/`201` carry the
+    /// item; a `202` is polled to completion). The value is a [`Secret`]: it is sent, never
+    /// logged, and removed from any error text the server sends back.
+    pub async fn put_named_value(
+        &self,
+        service: &ServiceRef,
+        name: &str,
+        display_name: &str,
+        value: &drsync_core::Secret,
+        secret: bool,
+    ) -> Result<NamedValueSummary> {
+        let op = "put named value";
+        let body = crate::apim::named_value_body(name, display_name, value, secret)?;
+        let url = self.service_url(service, &["namedValues", name]);
+        let request = Request {
+            method: reqwest::Method::PUT,
+            url: url.clone(),
+            body: Some(body),
+            kind: Kind::Write,
+            // A PUT of the same content twice leaves the same state.
+            idempotent: true,
+            operation: op.into(),
+            service: service.name.clone(),
+            raw_client_errors: false,
+        };
+        tracing::info!(service = %service.name, named_value = %name, secret, "replacing a named value");
+        let scrub = |e: Error| scrub_secret(e, value.expose());
+        let resp = self.inner.pipeline.send(request).await.map_err(scrub)?;
+        let item = match resp.status {
+            200 | 201 if !resp.body.is_empty() => Some(Self::parse(&resp, op).map_err(scrub)?),
+            _ => self
+                .finish_resource_lro(
+                    LroOperation::PutNamedValue,
+                    service,
+                    url.as_str(),
+                    &resp,
+                    true,
+                )
+                .await
+                .map_err(scrub)?,
+        };
+        let item = match item {
+            Some(item) => item,
+            None => {
+                let resp = self
+                    .inner
+                    .pipeline
+                    .send(self.get_request(url, "get named value", &service.name))
+                    .await?;
+                Self::parse(&resp, "get named value")?
+            }
+        };
+        crate::apim::named_value_from_json(&item).map_err(|message| Error::Decode {
+            operation: op.into(),
+            message,
+        })
+    }
+
+    /// `DELETE .../service/{name}`: deletes an API Management service and waits until it is
+    /// gone (`200`/`204` at once; a `202` is polled to completion). Deleting a service that
+    /// does not exist succeeds (ARM answers `204`).
+    pub async fn delete_service(&self, service: &ServiceRef) -> Result<()> {
+        let op = "delete service";
+        let url = self.service_url(service, &[]);
+        let request = Request {
+            method: reqwest::Method::DELETE,
+            url: url.clone(),
+            body: None,
+            kind: Kind::Write,
+            idempotent: true,
+            operation: op.into(),
+            service: service.name.clone(),
+            raw_client_errors: false,
+        };
+        tracing::info!(service = %service.name, "deleting the service");
+        let resp = self.inner.pipeline.send(request).await?;
+        match resp.status {
+            200 | 204 => Ok(()),
+            _ => self
+                .finish_resource_lro(
+                    LroOperation::DeleteService,
+                    service,
+                    url.as_str(),
+                    &resp,
+                    false,
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Follows the long-running operation `first` started on `resource_url` to its end. With
+    /// `read_final`, returns the final resource when an answer carries it (`None`: read it
+    /// with a GET); without, the operation's success is all that is wanted (a deletion).
+    async fn finish_resource_lro(
+        &self,
+        operation: LroOperation,
+        service: &ServiceRef,
+        resource_url: &str,
+        first: &Response,
+        read_final: bool,
+    ) -> Result<Option<serde_json::Value>> {
+        let now = self.inner.pipeline.clock.now();
+        let started = lro::start(
+            operation,
+            resource_url,
+            LroResponse {
+                status: first.status,
+                headers: &first.headers,
+                body: &first.body,
+            },
+            now,
+            &self.inner.poller,
+        )
+        .map_err(|f| op_failed(operation, &service.name, f, Duration::ZERO))?;
+        let mut state = match started {
+            Started::Done(body) => return Ok(body),
+            Started::Pending(state) => state,
+        };
+        let op_name = format!("poll {}", operation.as_str());
+        loop {
+            if state.kind == PollKind::FinalResult && !read_final {
+                return Ok(None);
+            }
+            let now = self.inner.pipeline.clock.now();
+            if state.next_poll_at > now {
+                tokio::time::sleep((state.next_poll_at - now).to_std().unwrap_or_default()).await;
+            }
+            let url = pin_url(&self.inner.pipeline.endpoint, &state.url)?;
+            let mut request = self.get_request(url, &op_name, &service.name);
+            request.raw_client_errors = true;
+            let resp = self.inner.pipeline.send(request).await?;
+            let now = self.inner.pipeline.clock.now();
+            let waited = (now - state.started_at).to_std().unwrap_or_default();
+            let (new_state, next) = lro::on_response(
+                state,
+                LroResponse {
+                    status: resp.status,
+                    headers: &resp.headers,
+                    body: &resp.body,
+                },
+                now,
+                &self.inner.poller,
+            );
+            match next {
+                Next::Poll { .. } => state = new_state,
+                Next::Done(body) => return Ok(if read_final { body } else { None }),
+                Next::Failed(f) => return Err(op_failed(operation, &service.name, f, waited)),
+            }
+        }
+    }
+}
+
+/// Removes `secret` from the text of an error (a server may echo a rejected value).
+fn scrub_secret(error: Error, secret: &str) -> Error {
+    if secret.is_empty() {
+        return error;
+    }
+    let clean = |s: String| s.replace(secret, "<redacted>");
+    fn clean_body(b: ArmErrorBody, clean: &dyn Fn(String) -> String) -> ArmErrorBody {
+        ArmErrorBody {
+            code: clean(b.code),
+            message: clean(b.message),
+            target: b.target.map(clean),
+            details: b
+                .details
+                .into_iter()
+                .map(|d| clean_body(d, clean))
+                .collect(),
+            additional_info: b
+                .additional_info
+                .into_iter()
+                .map(|v| {
+                    serde_json::from_str(&clean(v.to_string())).unwrap_or(serde_json::Value::Null)
+                })
+                .collect(),
+        }
+    }
+    match error {
+        Error::Arm {
+            operation,
+            status,
+            body,
+            request_id,
+            attempts,
+        } => Error::Arm {
+            operation,
+            status,
+            body: Box::new(clean_body(*body, &clean)),
+            request_id,
+            attempts,
+        },
+        Error::OperationFailed {
+            operation,
+            status,
+            body,
+        } => Error::OperationFailed {
+            operation,
+            status,
+            body: Box::new(clean_body(*body, &clean)),
+        },
+        Error::Decode { operation, message } => Error::Decode {
+            operation,
+            message: clean(message),
+        },
+        Error::Transport {
+            operation,
+            message,
+            sent,
+            attempts,
+        } => Error::Transport {
+            operation,
+            message: clean(message),
+            sent,
+            attempts,
+        },
+        Error::OutcomeUnknown { operation, message } => Error::OutcomeUnknown {
+            operation,
+            message: clean(message),
+        },
+        other => other,
     }
 }
 
@@ -1082,5 +1310,125 @@ mod tests {
         );
         assert!(err.is_retryable() && !err.may_have_been_sent());
         assert_eq!((c.metrics().retries, c.metrics().requests_sent), (1, 0));
+    }
+
+    fn fast_polling(base: &str) -> ArmClient {
+        let mut cfg = ArmClientConfig::new(Url::parse(base).unwrap());
+        cfg.retry.base_delay = Duration::from_millis(5);
+        cfg.poller.default_interval = Duration::from_millis(5);
+        cfg.jitter_seed = Some(1);
+        let cred = Arc::new(StaticTokenCredential::new(Secret::new("tok-abc"), None));
+        ArmClient::new(cfg, cred, Arc::new(drsync_core::SystemClock)).unwrap()
+    }
+
+    const NV_PATH: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1/namedValues/backend-key";
+
+    #[tokio::test]
+    async fn a_named_value_put_sends_the_body_and_follows_a_202_to_the_saved_item() {
+        let (base, heads) = scripted_owned(vec![
+            Some((202, "location: /LOC\r\nretry-after-ms: 5\r\n".into(), String::new())),
+            Some((202, "retry-after-ms: 5\r\n".into(), String::new())),
+            Some((
+                200,
+                String::new(),
+                format!(r#"{{"id":"{NV_PATH}","name":"backend-key","properties":{{"displayName":"backend-key","secret":true}}}}"#),
+            )),
+        ])
+        .await;
+        // The scripted server cannot know its own address in advance: it answers with a
+        // relative Location, which the poller resolves against (and pins to) the resource's host.
+        let c = fast_polling(&base);
+        let value = Secret::new("p4ssw0rd-value");
+        let nv = c
+            .put_named_value(&sref(), "backend-key", "backend-key", &value, true)
+            .await;
+        let heads = heads.lock().clone();
+        let nv = nv.unwrap_or_else(|e| panic!("{e}; requests: {heads:#?}"));
+        assert_eq!(nv.name, "backend-key");
+        assert!(nv.secret);
+        assert_eq!(nv.value, None, "a secret's value is not kept");
+        assert_eq!(heads.len(), 3, "{heads:#?}");
+        assert!(
+            heads[0].starts_with(&format!("PUT {NV_PATH}?api-version=2024-05-01 ")),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[1].starts_with("GET /LOC "), "{}", heads[1]);
+        assert!(heads[2].starts_with("GET /LOC "), "{}", heads[2]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_named_value_put_never_shows_the_value() {
+        let (base, heads) = scripted(vec![Some((
+            400,
+            "",
+            r#"{"error":{"code":"ValidationError","message":"Value 'p4ssw0rd-value' is not allowed."}}"#,
+        ))])
+        .await;
+        let c = fast_polling(&base);
+        let err = c
+            .put_named_value(
+                &sref(),
+                "backend-key",
+                "backend-key",
+                &Secret::new("p4ssw0rd-value"),
+                true,
+            )
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("p4ssw0rd-value"), "{text}");
+        assert!(text.contains("ValidationError"), "{text}");
+        assert!(!format!("{err:?}").contains("p4ssw0rd-value"));
+        assert_eq!(heads.lock().len(), 1, "a 400 is not retried");
+        // Bad input is refused before anything is sent.
+        let err = c
+            .put_named_value(&sref(), "a b", "a b", &Secret::new("x"), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        let err = c
+            .put_named_value(&sref(), "k", "k", &Secret::new(""), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert_eq!(c.metrics().requests_sent, 1);
+    }
+
+    #[tokio::test]
+    async fn a_service_delete_waits_for_its_operation_and_reports_its_failure() {
+        let (base, heads) = scripted(vec![
+            Some((
+                202,
+                "azure-asyncoperation: /ops/d1\r\nretry-after-ms: 5\r\n",
+                "",
+            )),
+            Some((200, "retry-after-ms: 5\r\n", r#"{"status":"InProgress"}"#)),
+            Some((200, "", r#"{"status":"Succeeded"}"#)),
+        ])
+        .await;
+        let c = fast_polling(&base);
+        c.delete_service(&sref()).await.unwrap();
+        let heads = heads.lock().clone();
+        assert_eq!(heads.len(), 3, "no GET of the deleted service: {heads:#?}");
+        assert!(heads[0].starts_with("DELETE /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apimService1?api-version=2024-05-01 "), "{}", heads[0]);
+        assert!(heads[1].starts_with("GET /ops/d1 "), "{}", heads[1]);
+
+        // 204 (nothing to delete) is success at once; a failed operation is an error.
+        let (base, _) = scripted(vec![
+            Some((204, "", "")),
+            Some((202, "azure-asyncoperation: /ops/d2\r\nretry-after-ms: 5\r\n", "")),
+            Some((
+                200,
+                "",
+                r#"{"status":"Failed","error":{"code":"Conflict","message":"an operation is running"}}"#,
+            )),
+        ])
+        .await;
+        let c = fast_polling(&base);
+        c.delete_service(&sref()).await.unwrap();
+        let err = c.delete_service(&sref()).await.unwrap_err();
+        assert!(matches!(err, Error::OperationFailed { .. }), "{err}");
+        assert!(err.to_string().contains("delete of apimService1"), "{err}");
     }
 }

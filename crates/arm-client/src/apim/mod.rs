@@ -673,3 +673,53 @@ impl From<WireItem<WireNamedValueProps>> for NamedValueSummary {
         }
     }
 }
+
+/// The body of `PUT .../namedValues/{name}`:
+/// `{"properties":{"displayName":..,"value":..,"secret":..}}`. The value goes on the wire here
+/// and nowhere else; the body must not be logged.
+pub fn named_value_body(
+    name: &str,
+    display_name: &str,
+    value: &Secret,
+    secret: bool,
+) -> Result<serde_json::Value> {
+    // Named value ids and display names: letters, digits, `-`, `_` and `.` (APIM's own rule,
+    // `^[A-Za-z0-9-._]+$`, at most 256 characters).
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 256
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !valid(name) {
+        return Err(Error::InvalidConfig(format!(
+            "named value name `{name}` is not 1-256 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    if !valid(display_name) {
+        return Err(Error::InvalidConfig(format!(
+            "display name `{display_name}` of named value `{name}` is not 1-256 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    if value.expose().is_empty() || value.expose().chars().count() > 4096 {
+        return Err(Error::InvalidConfig(format!(
+            "the value of named value `{name}` must be 1-4096 characters"
+        )));
+    }
+    Ok(serde_json::json!({
+        "properties": {
+            "displayName": display_name,
+            "value": value.expose(),
+            "secret": secret,
+        }
+    }))
+}
+
+/// Parses one named value (a `PUT` or `GET` answer); a secret's value is dropped.
+pub fn named_value_from_json(
+    value: &serde_json::Value,
+) -> std::result::Result<NamedValueSummary, String> {
+    serde_json::from_value::<WireItem<WireNamedValueProps>>(value.clone())
+        .map(NamedValueSummary::from)
+        .map_err(|e| format!("not a named value: {e}"))
+}

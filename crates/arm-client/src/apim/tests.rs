@@ -328,3 +328,37 @@ fn a_secret_value_is_dropped_even_if_the_server_sends_it() {
     assert_eq!(nv.value, None);
     assert!(!format!("{nv:?}").contains("hunter2"));
 }
+
+#[test]
+fn a_named_value_put_body_carries_exactly_display_name_value_and_secret() {
+    let body = named_value_body(
+        "backend-url",
+        "Backend.URL_1",
+        &Secret::new("https://b"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"properties": {"displayName": "Backend.URL_1", "value": "https://b", "secret": false}})
+    );
+    for (name, display, value) in [
+        ("a b", "ab", "v"),
+        ("", "ab", "v"),
+        ("ab", "a/b", "v"),
+        ("ab", "ab", ""),
+    ] {
+        let err = named_value_body(name, display, &Secret::new(value), true).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
+    let long = "x".repeat(4097);
+    assert!(named_value_body("k", "k", &Secret::new(long), true).is_err());
+    // The answer parses like a listed item; a secret's value is dropped.
+    let nv = named_value_from_json(&serde_json::json!({
+        "id": "/x/namedValues/k", "name": "k",
+        "properties": {"displayName": "k", "secret": true, "value": "hunter2"}
+    }))
+    .unwrap();
+    assert_eq!((nv.name.as_str(), nv.secret, nv.value), ("k", true, None));
+    assert!(named_value_from_json(&serde_json::json!([1])).is_err());
+}

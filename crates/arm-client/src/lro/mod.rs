@@ -60,14 +60,20 @@ pub enum LroOperation {
     Backup,
     /// `POST .../restore`.
     Restore,
+    /// `PUT .../namedValues/{name}` (answered `202` when the value is being saved).
+    PutNamedValue,
+    /// `DELETE .../service/{name}`.
+    DeleteService,
 }
 
 impl LroOperation {
-    /// `backup` or `restore`.
+    /// `backup`, `restore`, `named value update` or `delete`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Backup => "backup",
             Self::Restore => "restore",
+            Self::PutNamedValue => "named value update",
+            Self::DeleteService => "delete",
         }
     }
 }

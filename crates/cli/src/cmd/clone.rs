@@ -42,18 +42,6 @@ pub fn run_blocking(args: &Args) -> anyhow::Result<Exit> {
 
 /// Runs `drsync clone`.
 pub async fn run(args: &Args) -> anyhow::Result<Exit> {
-    if let Some(path) = args
-        .overrides
-        .as_deref()
-        .filter(|_| !super::drill::NAMED_VALUE_UPDATES)
-    {
-        // Refuse before anything is restored: a clone that cannot apply its overrides would
-        // leave the staging service pointing at production backends.
-        return Err(usage(format!(
-            "cannot apply the overrides in {}: this build's ARM client cannot update named values (PUT .../namedValues/{{name}}); nothing was done",
-            path.display()
-        )));
-    }
     let overrides = match &args.overrides {
         Some(path) => {
             let text = std::fs::read_to_string(path)

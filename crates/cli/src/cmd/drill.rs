@@ -21,13 +21,18 @@ use drsync_planner::Topology;
 use drsync_planner::azure::AzureOps as _;
 use drsync_planner::azure::arm::ArmOps;
 use drsync_planner::catalog;
+use drsync_planner::drill::kept;
 use drsync_planner::drill::report::DrillKind;
 use drsync_planner::drill::runner::{
     BackupChoice, DrillOps, NamedValueOverride, OpError, Participant, RunSpec,
 };
-use drsync_planner::drill::snapshot::{ConfigSnapshot, IdentitySnapshot, ItemKind, SnapshotItem};
+use drsync_planner::drill::snapshot::{
+    ConfigSnapshot, IdentitySnapshot, ItemKind, SnapshotItem, content_hash,
+};
 use drsync_planner::drill::verify::{Overrides, VerifyScope};
-use drsync_planner::drill::{DrillReport, HookSpec, HooksFile, ReportStore, RoleState};
+use drsync_planner::drill::{
+    DrillReport, HookCommand, HookSpec, HooksFile, ReportStore, RoleState,
+};
 use drsync_planner::executor::{Executor, NoObserver, Outcome};
 use drsync_planner::plan::{Action, BackupSource, Plan, PlanKind, Step};
 use drsync_planner::store::Checkpoints;
@@ -56,8 +61,10 @@ pub struct Args {
     /// Restore the newest valid backup instead of taking a fresh one.
     #[arg(long)]
     pub use_latest: bool,
-    /// Restore into this service (one of the edge's targets, e.g. a dedicated drill service)
-    /// instead of every standby of the edge.
+    /// Restore into this service instead of every standby of the edge: one of the edge's
+    /// targets by name, or a dedicated drill service outside the configuration by its ARM
+    /// resource id (`/subscriptions/.../service/NAME`; needs --edge). `drsync drills cleanup`
+    /// deletes such a service afterwards.
     #[arg(long, value_name = "SERVICE")]
     pub target: Option<String>,
     /// Hooks file (`[[hooks]]` tables; see docs/drills.md).
@@ -75,19 +82,31 @@ pub fn run_blocking(args: &Args) -> anyhow::Result<Exit> {
 
 /// Runs `drsync drill`.
 pub async fn run(args: &Args) -> anyhow::Result<Exit> {
-    let session = Session::open(&args.config).await?;
+    let mut session = Session::open(&args.config).await?;
     let hooks = load_hooks(args.hooks.as_deref())?;
+    // A dedicated drill service given by resource id: added to the edge for this run only.
+    let target = match (&args.target, &args.edge) {
+        (Some(t), Some(edge)) if is_resource_id(t) => {
+            Some(session.add_drill_service(edge, t).await?)
+        }
+        (Some(t), None) if is_resource_id(t) => {
+            return Err(usage(format!(
+                "a dedicated drill service (`{t}`) needs --edge: which replication's backup to restore into it"
+            )));
+        }
+        (t, _) => t.clone(),
+    };
     let replications: Vec<ReplicationConfig> = match &args.edge {
         Some(name) => vec![session.replication(name)?.clone()],
         None => session.config.replications.clone(),
     };
     let mut pairs = Vec::new();
     for r in &replications {
-        let targets: Vec<String> = match &args.target {
+        let targets: Vec<String> = match &target {
             Some(t) if r.to.contains(t) => vec![t.clone()],
             Some(t) if args.edge.is_some() => {
                 return Err(usage(format!(
-                    "`{t}` is not a target of replication `{}` (its targets: {})",
+                    "`{t}` is not a target of replication `{}` (its targets: {}); a dedicated drill service that is not in the configuration is given by its resource id: --target /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ApiManagement/service/NAME",
                     r.name,
                     r.to.join(", ")
                 )));
@@ -116,7 +135,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Exit> {
         }
     }
     if pairs.is_empty() {
-        return Err(usage(match &args.target {
+        return Err(usage(match &target {
             Some(t) => format!("nothing to drill: no replication has `{t}` as a target"),
             None => "nothing to drill: no replication has a standby target".into(),
         }));
@@ -173,9 +192,10 @@ impl Ran {
     }
 }
 
-/// Whether [`ArmDrillOps`] can replace named values (clones with overrides). It needs a
-/// named-value update in `drsync_arm_client::ArmClient`, which does not exist yet.
-pub const NAMED_VALUE_UPDATES: bool = false;
+/// Whether `--target` names a service by ARM resource id (a dedicated drill service).
+pub fn is_resource_id(target: &str) -> bool {
+    target.starts_with('/') && target.to_ascii_lowercase().starts_with("/subscriptions/")
+}
 
 /// A usage error (exit 2).
 pub fn usage(message: String) -> anyhow::Error {
@@ -193,6 +213,48 @@ pub fn load_hooks(path: Option<&Path>) -> anyhow::Result<Vec<HookSpec>> {
     let file = HooksFile::parse(&text, &path.display().to_string())
         .map_err(|e| Coded::new(Exit::Usage, e))?;
     Ok(file.hooks)
+}
+
+/// The `[[replication.hooks]]` of `r`, as the planner runs them (limited to `r`'s edge).
+pub fn config_hooks(r: &ReplicationConfig) -> Vec<HookSpec> {
+    use drsync_core::config::{HookCommandConfig, HookKind, HookPhase, HookWhen as When};
+    use drsync_planner::drill::report::{HookWhen, Phase};
+    r.hooks
+        .iter()
+        .map(|h| HookSpec {
+            name: h.name.clone(),
+            phase: match h.phase {
+                HookPhase::Preflight => Phase::Preflight,
+                HookPhase::Backup => Phase::Backup,
+                HookPhase::Restore => Phase::Restore,
+                HookPhase::Overrides => Phase::Overrides,
+                HookPhase::Verify => Phase::Verify,
+                HookPhase::Promote => Phase::Promote,
+            },
+            when: match h.when {
+                When::Before => HookWhen::Before,
+                When::After => HookWhen::After,
+            },
+            command: match &h.command {
+                HookCommandConfig::Shell(line) => HookCommand::Shell(line.clone()),
+                HookCommandConfig::Argv(argv) => HookCommand::Argv(argv.clone()),
+            },
+            // Milliseconds: exact, and what the planner's humantime parsing reads back.
+            timeout: Some(format!("{}ms", h.timeout.as_millis())),
+            env: h.env.clone(),
+            edges: vec![r.name.clone()],
+            kinds: h
+                .kinds
+                .iter()
+                .map(|k| match k {
+                    HookKind::Drill => DrillKind::Drill,
+                    HookKind::Clone => DrillKind::Clone,
+                    HookKind::Failover => DrillKind::Failover,
+                    HookKind::Failback => DrillKind::Failback,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Asks for confirmation on a terminal; without one, `--yes` is required.
@@ -256,6 +318,97 @@ impl Session {
         })
     }
 
+    /// Adds a dedicated drill service, given by its ARM resource id, as a staging target of
+    /// replication `edge` for this command only (the configuration file is not changed), and
+    /// returns its name. Its region and SKU are read from ARM; it must exist. A service that is
+    /// in the configuration is returned as is (it must then be a target of the edge already).
+    pub async fn add_drill_service(
+        &mut self,
+        edge: &str,
+        resource_id: &str,
+    ) -> anyhow::Result<String> {
+        let sref = ServiceRef::parse_resource_id(resource_id).map_err(|e| {
+            usage(format!(
+                "--target `{resource_id}` is not a service resource id: {e}"
+            ))
+        })?;
+        if let Some(s) = self
+            .config
+            .services
+            .iter()
+            .find(|s| s.service.name.eq_ignore_ascii_case(&sref.name))
+        {
+            if s.service
+                .resource_id()
+                .eq_ignore_ascii_case(&sref.resource_id())
+            {
+                return Ok(s.service.name.clone());
+            }
+            return Err(usage(format!(
+                "--target `{resource_id}`: the configuration already has a service named `{}` ({}); service names must be unique",
+                s.service.name,
+                s.service.resource_id()
+            )));
+        }
+        self.replication(edge)?;
+        let arm = self
+            .ctx
+            .azure
+            .clone()
+            .context("Azure is not set up for this command")?;
+        let svc = arm.client().get_service(&sref).await.map_err(|e| {
+            Coded::new(
+                Exit::Failed,
+                anyhow::anyhow!("cannot read the drill service `{}`: {e}", sref.name),
+            )
+        })?;
+        let region = drsync_core::Region::parse(&svc.location).map_err(|e| {
+            Coded::new(
+                Exit::Failed,
+                anyhow::anyhow!("drill service `{}`: {e}", sref.name),
+            )
+        })?;
+        let sku = svc.sku().map_err(|e| {
+            Coded::new(
+                Exit::Failed,
+                anyhow::anyhow!("drill service `{}`: {e}", sref.name),
+            )
+        })?;
+        let name = sref.name.clone();
+        self.config
+            .services
+            .push(drsync_core::config::ServiceConfig {
+                service: sref,
+                region,
+                sku,
+                role: Role::Staging,
+            });
+        for r in &mut self.config.replications {
+            if r.name == edge {
+                r.to.push(name.clone());
+            }
+        }
+        self.ctx.topology =
+            Arc::new(Topology::from_config(&self.config).map_err(|e| Coded::new(Exit::Usage, e))?);
+        self.ctx.config = self.config.clone();
+        eprintln!(
+            "note: drilling into `{name}` ({}), a dedicated drill service outside the configuration; `drsync drills cleanup --target {name}` deletes it afterwards",
+            svc.location
+        );
+        Ok(name)
+    }
+
+    /// The ARM client.
+    pub fn arm(&self) -> anyhow::Result<ArmClient> {
+        Ok(self
+            .ctx
+            .azure
+            .as_ref()
+            .context("Azure is not set up for this command")?
+            .client()
+            .clone())
+    }
+
     /// Saves and stops what the session started (the embedded emulator).
     pub async fn close(self) -> anyhow::Result<()> {
         self.ctx.close().await
@@ -313,7 +466,11 @@ impl Session {
             },
             overrides: Vec::new(),
             promote: false,
-            hooks: hooks.to_vec(),
+            // The replication's own hooks first, then those of a `--hooks` file.
+            hooks: config_hooks(r)
+                .into_iter()
+                .chain(hooks.iter().cloned())
+                .collect(),
             hook_dir: Some(self.config.base_dir().to_path_buf()),
             run_id: uuid::Uuid::new_v4(),
         })
@@ -431,6 +588,30 @@ impl ArmDrillOps {
 
     fn set_condition(&self, exit: Exit) {
         *self.condition.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit);
+    }
+
+    /// The blob store and container of `backup`: the edge's storage, which holds it.
+    fn backup_store(
+        &self,
+        backup: &BackupRecord,
+    ) -> Result<(Arc<dyn drsync_arm_client::blob::BlobStore>, String), OpError> {
+        let node = self.storage()?;
+        if !node
+            .target
+            .account
+            .eq_ignore_ascii_case(&backup.storage_account)
+            || node.target.container != backup.container
+        {
+            return Err(OpError::new(format!(
+                "backup `{}` is in {}/{}, not in the storage of replication `{}`",
+                backup.name, backup.storage_account, backup.container, self.replication
+            )));
+        }
+        let store = self
+            .azure
+            .blob_store(&node.target)
+            .map_err(|e| OpError::new(e.to_string()))?;
+        Ok((store, node.target.container.clone()))
     }
 
     fn storage(&self) -> Result<&drsync_planner::topology::StorageNode, OpError> {
@@ -632,12 +813,79 @@ impl DrillOps for ArmDrillOps {
         target: &ServiceRef,
         overrides: &[NamedValueOverride],
     ) -> Result<Overrides, OpError> {
-        let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
-        Err(OpError::new(format!(
-            "cannot replace named values {} on `{}`: this build's ARM client has no named-value update (PUT .../namedValues/{{name}})",
-            names.join(", "),
-            target.name
-        )))
+        let name = &target.name;
+        // A restored named value keeps its display name (APIM policies may refer to it);
+        // one that does not exist yet is created with its name as display name.
+        let existing = self
+            .arm
+            .list_named_values(target)
+            .await
+            .map_err(op(&format!("list the named values of `{name}`")))?;
+        let target_id = target.resource_id();
+        let mut applied = Overrides::none();
+        for o in overrides {
+            let display_name = existing
+                .iter()
+                .find(|n| n.name.eq_ignore_ascii_case(&o.name))
+                .and_then(|n| n.display_name.clone())
+                .unwrap_or_else(|| o.name.clone());
+            // The error names the value, never its content (the client scrubs it too).
+            let saved = self
+                .arm
+                .put_named_value(target, &o.name, &display_name, &o.value, o.secret)
+                .await
+                .map_err(op(&format!("replace named value `{}` on `{name}`", o.name)))?;
+            // What verification must find: the content this PUT asked for (a secret's value
+            // is not readable back, so only its display name and secrecy are compared).
+            let intended = drsync_arm_client::NamedValueSummary {
+                id: saved.id.clone(),
+                name: saved.name.clone(),
+                display_name: Some(display_name),
+                secret: o.secret,
+                value: (!o.secret).then(|| o.value.expose().to_string()),
+                key_vault_secret_id: None,
+                tags: Vec::new(),
+            };
+            let item = named_value_item(intended);
+            applied.named_values.insert(
+                saved.name.clone(),
+                Some(content_hash(
+                    ItemKind::NamedValue,
+                    &target_id,
+                    &item.content,
+                )),
+            );
+        }
+        Ok(applied)
+    }
+
+    async fn save_backup_snapshot(
+        &self,
+        backup: &BackupRecord,
+        snapshot: &ConfigSnapshot,
+    ) -> Result<(), OpError> {
+        let (store, container) = self.backup_store(backup)?;
+        let doc = kept::KeptSnapshot {
+            schema_version: kept::KEPT_SCHEMA_VERSION,
+            backup: backup.name.clone(),
+            kept_at: self.clock.now(),
+            report: self.report_id.clone(),
+            snapshot: snapshot.clone(),
+        };
+        kept::save(store.as_ref(), &container, &doc)
+            .await
+            .map_err(|e| OpError::new(format!("cannot write beside backup `{}`: {e}", backup.name)))
+    }
+
+    async fn backup_snapshot(
+        &self,
+        backup: &BackupRecord,
+    ) -> Result<Option<ConfigSnapshot>, OpError> {
+        let (store, container) = self.backup_store(backup)?;
+        Ok(kept::load(store.as_ref(), &container, &backup.name)
+            .await
+            .map_err(|e| OpError::new(format!("cannot read beside backup `{}`: {e}", backup.name)))?
+            .map(|k| k.snapshot))
     }
 
     async fn promote(

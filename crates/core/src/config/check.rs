@@ -932,6 +932,7 @@ fn replication(
             "retention",
             "rto",
             "verify",
+            "hooks",
         ],
     );
     let svc_exists = |n: &str| service_names.iter().any(|s| s.eq_ignore_ascii_case(n));
@@ -1098,6 +1099,10 @@ fn replication(
         }
     };
 
+    let hook_tables = t.tables(c, "hooks");
+    let hooks: Vec<Option<HookConfig>> = hook_tables.iter().map(|h| hook(h, c)).collect();
+    let hooks_ok = hooks.iter().all(Option::is_some);
+
     let name = match t.str(c, "name") {
         Some(at) if ENTRY_NAME.is_match(at.value) => Some((at.value.to_owned(), at.span)),
         Some(at) => {
@@ -1113,7 +1118,7 @@ fn replication(
         None => from.as_ref().map(|f| (f.value.to_owned(), f.span.clone())),
     };
 
-    if !(from_ok && to_ok && storage_ok && times_ok) {
+    if !(from_ok && to_ok && storage_ok && times_ok && hooks_ok) {
         return None;
     }
     let (name, name_span) = name?;
@@ -1131,9 +1136,214 @@ fn replication(
             retention,
             rto,
             verify: verify?,
+            hooks: hooks.into_iter().flatten().collect(),
         },
         name_span,
     ))
+}
+
+/// The timeout of a hook that names none.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One `[[replication.hooks]]` entry.
+fn hook(t: &Table<'_, '_>, c: &mut Collector<'_>) -> Option<HookConfig> {
+    t.deny_unknown(
+        c,
+        &[
+            "name", "phase", "when", "command", "timeout", "env", "kinds",
+        ],
+    );
+    let mut ok = true;
+
+    let name = match t.str(c, "name") {
+        Some(at) if ENTRY_NAME.is_match(at.value) => Some(at.value.to_owned()),
+        Some(at) => {
+            c.error(
+                at.span,
+                t.field("name"),
+                format!("invalid hook name `{}`", at.value),
+                Some("use 1-64 letters, digits, `-`, `_` or `.`".into()),
+            );
+            ok = false;
+            None
+        }
+        None => {
+            ok &= !t.has("name");
+            None
+        }
+    };
+
+    let phases: Vec<&str> = HookPhase::ALL.iter().map(|p| p.as_str()).collect();
+    let phase = match t.req_str(
+        c,
+        "phase",
+        &format!("set phase to one of: {}", phases.join(", ")),
+    ) {
+        Some(at) => {
+            let found = HookPhase::ALL
+                .into_iter()
+                .find(|p| p.as_str().eq_ignore_ascii_case(at.value.trim()));
+            if found.is_none() {
+                let hint = match closest(&at.value.to_ascii_lowercase(), &phases) {
+                    Some(near) => format!("did you mean \"{near}\"? phases: {}", phases.join(", ")),
+                    None => format!("phases: {}", phases.join(", ")),
+                };
+                c.error(
+                    at.span,
+                    t.field("phase"),
+                    format!("unknown phase `{}`", at.value),
+                    Some(hint),
+                );
+            }
+            found
+        }
+        None => None,
+    };
+
+    let when = match t.req_str(c, "when", "set when to \"before\" or \"after\"") {
+        Some(at) => match at.value.trim().to_ascii_lowercase().as_str() {
+            "before" => Some(HookWhen::Before),
+            "after" => Some(HookWhen::After),
+            _ => {
+                c.error(
+                    at.span,
+                    t.field("when"),
+                    format!("`when` = \"{}\" is neither before nor after", at.value),
+                    Some("use \"before\" (runs before the phase's work) or \"after\" (runs once it succeeded)".into()),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+
+    let command = if t.is_array("command") {
+        t.str_array(c, "command").and_then(|at| {
+            let argv: Vec<String> = at.value.iter().map(|a| a.value.to_owned()).collect();
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                c.error(
+                    at.span,
+                    t.field("command"),
+                    "the hook's command has no program",
+                    Some("write the program first, as in [\"./switch-dns.sh\", \"--to\", \"northeurope\"]".into()),
+                );
+                None
+            } else {
+                Some(HookCommandConfig::Argv(argv))
+            }
+        })
+    } else {
+        match t.req_str(
+            c,
+            "command",
+            "set command to a shell line (\"curl -fsS ...\") or an array ([\"program\", \"arg\"])",
+        ) {
+            Some(at) if at.value.trim().is_empty() => {
+                c.error(
+                    at.span,
+                    t.field("command"),
+                    "the hook's command is empty",
+                    Some(
+                        "write the command line to run, or an array [\"program\", \"arg\"]".into(),
+                    ),
+                );
+                None
+            }
+            Some(at) => Some(HookCommandConfig::Shell(at.value.to_owned())),
+            None => None,
+        }
+    };
+
+    let timeout = match duration_field(t, c, "timeout", false) {
+        Some(Some((d, _, _))) => Some(d),
+        Some(None) => Some(DEFAULT_HOOK_TIMEOUT),
+        None => None,
+    };
+
+    let mut env = std::collections::BTreeMap::new();
+    if t.has("env") {
+        match t.str_table(c, "env") {
+            Some(entries) => {
+                for (k, v) in entries {
+                    let valid = !k.value.is_empty()
+                        && k.value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && !k.value.as_bytes()[0].is_ascii_digit();
+                    if !valid || k.value.to_ascii_uppercase().starts_with("DRSYNC_") {
+                        c.error(
+                            k.span,
+                            format!("{}.{}", t.field("env"), k.value),
+                            format!("`{}` cannot be a hook environment variable", k.value),
+                            Some(if valid {
+                                "`DRSYNC_*` variables are set by drsync itself; choose another name"
+                                    .into()
+                            } else {
+                                "use letters, digits and `_`, not starting with a digit".into()
+                            }),
+                        );
+                        ok = false;
+                    } else {
+                        env.insert(k.value.to_owned(), v.value.to_owned());
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+
+    let kind_names: Vec<&str> = HookKind::ALL.iter().map(|k| k.as_str()).collect();
+    let mut kinds = Vec::new();
+    if t.has("kinds") {
+        match t.str_array(c, "kinds") {
+            Some(at) => {
+                for (i, k) in at.value.iter().enumerate() {
+                    match HookKind::ALL
+                        .into_iter()
+                        .find(|x| x.as_str().eq_ignore_ascii_case(k.value.trim()))
+                    {
+                        Some(kind) if !kinds.contains(&kind) => kinds.push(kind),
+                        Some(_) => {}
+                        None => {
+                            c.error(
+                                k.span.clone(),
+                                format!("{}[{i}]", t.field("kinds")),
+                                format!("unknown kind of run `{}`", k.value),
+                                Some(format!("kinds: {}", kind_names.join(", "))),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                if at.value.is_empty() {
+                    c.error(
+                        at.span,
+                        t.field("kinds"),
+                        "`kinds` is empty: the hook would never run",
+                        Some(format!(
+                            "list some of {}, or leave `kinds` out for all",
+                            kind_names.join(", ")
+                        )),
+                    );
+                    ok = false;
+                }
+            }
+            None => ok = false,
+        }
+    }
+
+    if !ok {
+        return None;
+    }
+    Some(HookConfig {
+        name,
+        phase: phase?,
+        when: when?,
+        command: command?,
+        timeout: timeout?,
+        env,
+        kinds,
+    })
 }
 
 /// The service name as written in its `[[service]]` entry.

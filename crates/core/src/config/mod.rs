@@ -8,8 +8,9 @@
 //! What is checked here: TOML syntax, unknown keys (typos), types, required fields, names
 //! (services, storage accounts, containers), GUIDs, regions, SKUs that cannot back up or restore,
 //! duplicate names, references from replications to services and storage, durations (RPO,
-//! retention at most 30 days and at least the RPO), and that secrets are references
-//! (`env:NAME`, `file:PATH`), never literals.
+//! retention at most 30 days and at least the RPO), hooks (`[[replication.hooks]]`: phase, side,
+//! command, timeout, environment, kinds), and that secrets are references (`env:NAME`,
+//! `file:PATH`), never literals.
 //!
 //! What is not: anything that needs the replication graph (cycles, one source per target, SKU
 //! pairs, standby regions). That belongs to the planner.
@@ -30,12 +31,15 @@ mod tests;
 
 use std::path::Path;
 
-pub use check::{DEFAULT_API_VERSION, DEFAULT_AUTHORITY_HOST, DEFAULT_STATE_DIR, MAX_RETENTION};
+pub use check::{
+    DEFAULT_API_VERSION, DEFAULT_AUTHORITY_HOST, DEFAULT_HOOK_TIMEOUT, DEFAULT_STATE_DIR,
+    MAX_RETENTION,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    ArmEndpoint, AzureConfig, Config, CredentialConfig, EmbeddedConfig, Limits, ReplicationConfig,
-    ReplicationEdge, Role, ServiceConfig, StateConfig, StorageConfig, StorageEndpoint,
-    VerifyConfig,
+    ArmEndpoint, AzureConfig, Config, CredentialConfig, EmbeddedConfig, HookCommandConfig,
+    HookConfig, HookKind, HookPhase, HookWhen, Limits, ReplicationConfig, ReplicationEdge, Role,
+    ServiceConfig, StateConfig, StorageConfig, StorageEndpoint, VerifyConfig,
 };
 
 impl Config {

@@ -6,6 +6,7 @@
 //! Graph rules (cycles, one source per target, SKU pairs, standby regions) are not checked
 //! here: they belong to the planner.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -287,6 +288,127 @@ pub struct ReplicationConfig {
     pub rto: Option<Duration>,
     /// What a restored target is compared on.
     pub verify: VerifyConfig,
+    /// `[[replication.hooks]]`: commands run around the phases of this replication's drills,
+    /// clones, failovers and failbacks, in the order written.
+    pub hooks: Vec<HookConfig>,
+}
+
+/// One `[[replication.hooks]]` entry: a command run before or after a phase of a drill,
+/// clone, failover or failback of its replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookConfig {
+    /// A name for reports (1-64 letters, digits, `-`, `_`, `.`); default `{when}-{phase}`.
+    pub name: Option<String>,
+    /// The phase it attaches to.
+    pub phase: HookPhase,
+    /// Before or after the phase.
+    pub when: HookWhen,
+    /// What to run.
+    pub command: HookCommandConfig,
+    /// How long it may run (default [`DEFAULT_HOOK_TIMEOUT`](super::DEFAULT_HOOK_TIMEOUT)).
+    pub timeout: Duration,
+    /// Literal, non-secret variables added to the hook's environment. Values are passed as
+    /// written: `env:NAME` here is the string `env:NAME`, not a secret reference.
+    pub env: BTreeMap<String, String>,
+    /// The kinds of run it applies to; empty means all.
+    pub kinds: Vec<HookKind>,
+}
+
+/// What a hook runs: `command = "a shell line"` or `command = ["program", "arg"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookCommandConfig {
+    /// Run by `sh -c`.
+    Shell(String),
+    /// A program and its arguments, run directly (the program is not empty).
+    Argv(Vec<String>),
+}
+
+/// The phase a hook attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookPhase {
+    /// Reading the services and picking the backup.
+    Preflight,
+    /// The fresh backup.
+    Backup,
+    /// The restore.
+    Restore,
+    /// Named-value overrides (clones).
+    Overrides,
+    /// Verification.
+    Verify,
+    /// The role swap (failover, failback).
+    Promote,
+}
+
+impl HookPhase {
+    /// Every phase, in run order.
+    pub const ALL: [HookPhase; 6] = [
+        Self::Preflight,
+        Self::Backup,
+        Self::Restore,
+        Self::Overrides,
+        Self::Verify,
+        Self::Promote,
+    ];
+
+    /// The lowercase name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::Backup => "backup",
+            Self::Restore => "restore",
+            Self::Overrides => "overrides",
+            Self::Verify => "verify",
+            Self::Promote => "promote",
+        }
+    }
+}
+
+/// Before or after the phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookWhen {
+    /// Before the phase's work; a failure fails the phase before it starts.
+    Before,
+    /// After the phase's work succeeded; a failure fails the phase.
+    After,
+}
+
+impl HookWhen {
+    /// `before` or `after`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Before => "before",
+            Self::After => "after",
+        }
+    }
+}
+
+/// A kind of run a hook applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    /// `drsync drill`.
+    Drill,
+    /// `drsync clone`.
+    Clone,
+    /// `drsync failover`.
+    Failover,
+    /// `drsync failback`.
+    Failback,
+}
+
+impl HookKind {
+    /// Every kind.
+    pub const ALL: [HookKind; 4] = [Self::Drill, Self::Clone, Self::Failover, Self::Failback];
+
+    /// The lowercase name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drill => "drill",
+            Self::Clone => "clone",
+            Self::Failover => "failover",
+            Self::Failback => "failback",
+        }
+    }
 }
 
 /// `[replication.verify]`: which entity collections a verification compares.

@@ -292,6 +292,39 @@ impl<'d, 'i> Table<'d, 'i> {
         out
     }
 
+    /// An optional table of strings (`env = { KEY = "value" }`): its keys and values with their
+    /// spans; a value that is not a string is reported.
+    pub(crate) fn str_table(
+        &self,
+        c: &mut Collector<'_>,
+        key: &str,
+    ) -> Option<Vec<(At<&'d str>, At<&'d str>)>> {
+        let sub = self.table(c, key)?;
+        let mut out = Vec::new();
+        for (k, v) in sub.table.iter() {
+            let name: &'d str = k.get_ref();
+            match v.get_ref() {
+                DeValue::String(s) => out.push((
+                    At {
+                        value: name,
+                        span: k.span(),
+                    },
+                    At {
+                        value: s.as_ref(),
+                        span: v.span(),
+                    },
+                )),
+                other => c.error(
+                    v.span(),
+                    sub.field(name),
+                    format!("expected a string, found {}", describe(other)),
+                    Some(format!("write the value in quotes: {name} = \"...\"")),
+                ),
+            }
+        }
+        Some(out)
+    }
+
     /// An optional array of strings.
     pub(crate) fn str_array(
         &self,

@@ -677,3 +677,137 @@ fn mutations_never_panic_and_always_explain() {
         cases.len()
     );
 }
+
+/// `VALID` with hooks appended to its replication.
+fn with_hooks(hooks: &str) -> String {
+    format!("{VALID}{hooks}")
+}
+
+#[test]
+fn replication_hooks_read_with_defaults() {
+    let config = parse(&with_hooks(
+        r#"
+[[replication.hooks]]
+name = "smoke-test"
+phase = "verify"
+when = "after"
+command = "curl -fsS \"$DRSYNC_TARGET_GATEWAY_URL/status-0123456789abcdef\""
+timeout = "2m"
+
+[[replication.hooks]]
+phase = "Promote"
+when = "after"
+command = ["./switch-dns.sh", "--to", "northeurope"]
+kinds = ["failover", "failback"]
+env = { ZONE = "contoso.com", TOKEN_HINT = "env:NOT_A_REFERENCE" }
+"#,
+    ))
+    .unwrap();
+    let hooks = &config.replications[0].hooks;
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(
+        hooks[0],
+        HookConfig {
+            name: Some("smoke-test".into()),
+            phase: HookPhase::Verify,
+            when: HookWhen::After,
+            command: HookCommandConfig::Shell(
+                "curl -fsS \"$DRSYNC_TARGET_GATEWAY_URL/status-0123456789abcdef\"".into()
+            ),
+            timeout: Duration::from_secs(120),
+            env: Default::default(),
+            kinds: Vec::new(),
+        }
+    );
+    let h = &hooks[1];
+    assert_eq!(h.name, None);
+    assert_eq!((h.phase, h.when), (HookPhase::Promote, HookWhen::After));
+    assert_eq!(
+        h.command,
+        HookCommandConfig::Argv(vec![
+            "./switch-dns.sh".into(),
+            "--to".into(),
+            "northeurope".into()
+        ])
+    );
+    assert_eq!(h.timeout, DEFAULT_HOOK_TIMEOUT);
+    assert_eq!(h.kinds, [HookKind::Failover, HookKind::Failback]);
+    // Environment values are literals: an `env:` prefix is not resolved.
+    assert_eq!(h.env["TOKEN_HINT"], "env:NOT_A_REFERENCE");
+    assert_eq!(h.env["ZONE"], "contoso.com");
+    // No hooks: an empty list.
+    assert!(parse(VALID).unwrap().replications[0].hooks.is_empty());
+}
+
+#[test]
+fn replication_hook_rules() {
+    check(
+        &with_hooks(
+            r#"
+[[replication.hooks]]
+name = "bad name!"
+phase = "restored"
+when = "during"
+command = "true"
+timeout = "soon"
+"#,
+        ),
+        expect![[r#"
+            42:8 replication[0].hooks[0].name: invalid hook name `bad name!` (hint: use 1-64 letters, digits, `-`, `_` or `.`)
+            43:9 replication[0].hooks[0].phase: unknown phase `restored` (hint: did you mean "restore"? phases: preflight, backup, restore, overrides, verify, promote)
+            44:8 replication[0].hooks[0].when: `when` = "during" is neither before nor after (hint: use "before" (runs before the phase's work) or "after" (runs once it succeeded))
+            46:11 replication[0].hooks[0].timeout: `timeout` = "soon" is not a duration (hint: write a duration such as "30m", "1h", "6h" or "14d" (units: s, m, h, d))
+        "#]],
+    );
+    check(
+        &with_hooks(
+            r#"
+[[replication.hooks]]
+phase = "verify"
+when = "after"
+command = ["", "x"]
+timeout = "0s"
+kinds = ["drill", "rehearsal"]
+env = { DRSYNC_EDGE = "x", "1BAD" = "y", N = 3 }
+shell = "bash"
+"#,
+        ),
+        expect![[r#"
+            44:11 replication[0].hooks[0].command: the hook's command has no program (hint: write the program first, as in ["./switch-dns.sh", "--to", "northeurope"])
+            45:11 replication[0].hooks[0].timeout: `timeout` must be longer than zero (hint: write a duration such as "30m", "1h", "6h" or "14d" (units: s, m, h, d))
+            46:19 replication[0].hooks[0].kinds[1]: unknown kind of run `rehearsal` (hint: kinds: drill, clone, failover, failback)
+            47:9 replication[0].hooks[0].env.DRSYNC_EDGE: `DRSYNC_EDGE` cannot be a hook environment variable (hint: `DRSYNC_*` variables are set by drsync itself; choose another name)
+            47:28 replication[0].hooks[0].env.1BAD: `1BAD` cannot be a hook environment variable (hint: use letters, digits and `_`, not starting with a digit)
+            47:46 replication[0].hooks[0].env.N: expected a string, found the integer 3 (hint: write the value in quotes: N = "...")
+            48:1 replication[0].hooks[0].shell: unknown key in `replication[0].hooks[0]`: `shell` (hint: known keys here: name, phase, when, command, timeout, env, kinds)
+        "#]],
+    );
+    check(
+        &with_hooks(
+            r#"
+[[replication.hooks]]
+command = "  "
+kinds = []
+"#,
+        ),
+        expect![[r#"
+            41:1 replication[0].hooks[0].phase: missing required field `phase` in `replication[0].hooks[0]` (hint: set phase to one of: preflight, backup, restore, overrides, verify, promote)
+            41:1 replication[0].hooks[0].when: missing required field `when` in `replication[0].hooks[0]` (hint: set when to "before" or "after")
+            42:11 replication[0].hooks[0].command: the hook's command is empty (hint: write the command line to run, or an array ["program", "arg"])
+            43:9 replication[0].hooks[0].kinds: `kinds` is empty: the hook would never run (hint: list some of drill, clone, failover, failback, or leave `kinds` out for all)
+        "#]],
+    );
+    check(
+        &with_hooks(
+            r#"
+[[replication.hooks]]
+phase = "verify"
+when = "after"
+command = 42
+"#,
+        ),
+        expect![[r#"
+            44:11 replication[0].hooks[0].command: expected a string, found the integer 42 (hint: put the value in quotes: command = "...")
+        "#]],
+    );
+}

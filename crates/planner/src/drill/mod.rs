@@ -5,6 +5,7 @@
 //!   hostnames and identity.
 //! - [`verify`]: the item-by-item comparison of a restored service with its source.
 //! - [`hooks`]: commands run before and after each phase, with a timeout and captured output.
+//! - [`kept`]: source snapshots kept beside backups, so a failover can compare content.
 //! - [`overrides`]: the overrides file of `drsync clone`.
 //! - [`report`]: the versioned report and its JSON, Markdown and JUnit XML renderings.
 //! - [`roles`]: role swaps recorded by failover and undone by failback.
@@ -15,6 +16,7 @@
 //! through [`runner::DrillOps`] (implemented by the CLI), time through `drsync_core::Clock`.
 
 pub mod hooks;
+pub mod kept;
 pub mod overrides;
 pub mod report;
 pub mod roles;

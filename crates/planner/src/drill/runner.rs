@@ -10,8 +10,10 @@
 //!
 //! When the source is unreachable ([`RunSpec::source_reachable`] false, the failover case),
 //! nothing calls it: the backup comes from the catalog, the recovery point is the backup's age
-//! (an upper bound), and verification checks only what the target itself can tell (its
-//! hostnames and identity were kept).
+//! (an upper bound), and verification compares the target's content with the snapshot a
+//! verified drill kept beside that backup ([`DrillOps::save_backup_snapshot`]) when there is
+//! one, and otherwise checks only what the target itself can tell (its hostnames and identity
+//! were kept).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,6 +76,24 @@ pub trait DrillOps: Send + Sync {
         target: &ServiceRef,
         overrides: &[NamedValueOverride],
     ) -> Result<Overrides, OpError>;
+    /// Keeps `snapshot`, a verified description of what `backup` holds, beside the backup (in
+    /// the edge's storage), so that a later run that cannot read the source (a failover) can
+    /// still compare content. The default keeps nothing.
+    async fn save_backup_snapshot(
+        &self,
+        _backup: &BackupRecord,
+        _snapshot: &ConfigSnapshot,
+    ) -> Result<(), OpError> {
+        Ok(())
+    }
+    /// The snapshot kept beside `backup` by [`DrillOps::save_backup_snapshot`], if any. The
+    /// default has none.
+    async fn backup_snapshot(
+        &self,
+        _backup: &BackupRecord,
+    ) -> Result<Option<ConfigSnapshot>, OpError> {
+        Ok(None)
+    }
     /// Records the role swap: `target` becomes the primary of the edge, `source` a standby.
     async fn promote(
         &self,
@@ -308,6 +328,8 @@ pub async fn run(spec: &RunSpec, ops: &dyn DrillOps, clock: &dyn Clock) -> Drill
     };
 
     let mut source_snapshot: Option<ConfigSnapshot> = None;
+    // With the source unreachable: the snapshot a verified drill kept beside the backup.
+    let mut stored_snapshot: Option<ConfigSnapshot> = None;
     let mut target_before: Option<ConfigSnapshot> = None;
     let mut backup: Option<(BackupRecord, bool)> = None;
     let mut restore_needed = true;
@@ -358,6 +380,23 @@ pub async fn run(spec: &RunSpec, ops: &dyn DrillOps, clock: &dyn Clock) -> Drill
                             "`{}` already holds it: no restore needed",
                             spec.target.service.name
                         ));
+                    }
+                }
+                if !spec.source_reachable {
+                    match ops.backup_snapshot(&b).await {
+                        Ok(Some(snap)) => {
+                            notes.push(format!(
+                                "a verified snapshot of the source taken {} is kept beside it: content will be compared",
+                                snap.taken_at.format("%Y-%m-%d %H:%M:%SZ")
+                            ));
+                            stored_snapshot = Some(snap);
+                        }
+                        Ok(None) => notes.push(
+                            "no source snapshot is kept beside it: only hostnames and identity can be verified".into(),
+                        ),
+                        Err(e) => notes.push(format!(
+                            "cannot read the source snapshot kept beside it ({e}): only hostnames and identity can be verified"
+                        )),
                     }
                 }
                 backup = Some((b, true));
@@ -455,7 +494,8 @@ pub async fn run(spec: &RunSpec, ops: &dyn DrillOps, clock: &dyn Clock) -> Drill
                 .snapshot(&spec.target.service)
                 .await
                 .map_err(|e| format!("cannot read target `{}`: {e}", spec.target.service.name))?;
-            let report = match &source_snapshot {
+            let expected = source_snapshot.as_ref().or(stored_snapshot.as_ref());
+            let report = match expected {
                 Some(source) => {
                     verify(source, &after, target_before.as_ref(), &applied, spec.scope)
                 }
@@ -464,15 +504,32 @@ pub async fn run(spec: &RunSpec, ops: &dyn DrillOps, clock: &dyn Clock) -> Drill
             let passed = report.passed();
             let n = report.differences.len();
             let first = report.differences.first().map(|d| d.message());
-            let partial = source_snapshot.is_none();
             verification = Some(report);
             if passed {
                 verified_at = Some(clock.now());
-                Ok(Some(if partial {
-                    "source unreachable: content not compared; hostnames and identity kept".into()
-                } else {
-                    "the restored service matches its source".into()
-                }))
+                let message = match (&source_snapshot, &stored_snapshot) {
+                    (Some(source), _) => {
+                        let mut m = "the restored service matches its source".to_string();
+                        // Keep what the backup verifiably holds, for failovers that cannot
+                        // read the source. Not with overrides: those values were not compared.
+                        if let Some((b, _)) = backup.as_ref().filter(|_| applied.is_empty()) {
+                            match ops.save_backup_snapshot(b, source).await {
+                                Ok(()) => m.push_str(&format!(
+                                    "; its snapshot is kept beside backup `{}`",
+                                    b.name
+                                )),
+                                Err(e) => m.push_str(&format!(
+                                    "; the snapshot could not be kept beside backup `{}`: {e}",
+                                    b.name
+                                )),
+                            }
+                        }
+                        m
+                    }
+                    (None, Some(_)) => "source unreachable: content compared with the verified snapshot kept beside the backup; hostnames and identity kept".into(),
+                    (None, None) => "source unreachable: content not compared; hostnames and identity kept".into(),
+                };
+                Ok(Some(message))
             } else {
                 Err(format!(
                     "{n} difference(s); first: {}",

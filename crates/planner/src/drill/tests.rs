@@ -55,6 +55,8 @@ struct World {
     unreachable: Vec<String>,
     restore_changes_hostname: bool,
     promoted: Vec<(String, String, String)>,
+    /// Snapshots kept beside backups, by backup name.
+    kept: BTreeMap<String, ConfigSnapshot>,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +263,24 @@ impl DrillOps for FakeOps {
             out.named_values.insert(o.name.clone(), Some(hash));
         }
         Ok(out)
+    }
+
+    async fn save_backup_snapshot(
+        &self,
+        backup: &BackupRecord,
+        snapshot: &ConfigSnapshot,
+    ) -> Result<(), OpError> {
+        self.w()
+            .kept
+            .insert(backup.name.to_string(), snapshot.clone());
+        Ok(())
+    }
+
+    async fn backup_snapshot(
+        &self,
+        backup: &BackupRecord,
+    ) -> Result<Option<ConfigSnapshot>, OpError> {
+        Ok(self.w().kept.get(backup.name.as_str()).cloned())
     }
 
     async fn promote(
@@ -717,4 +737,107 @@ fn the_example_hooks_and_overrides_files_parse() {
     let names: Vec<&str> = overrides.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["backend-url", "feature-flag", "payments-key"]);
     assert!(overrides[2].secret);
+}
+
+#[tokio::test]
+async fn a_failover_compares_content_with_the_snapshot_a_drill_kept_beside_the_backup() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let ops = FakeOps::new(clock.clone());
+    // A passing drill keeps the source's snapshot beside its backup.
+    let drill = run(
+        &spec(DrillKind::Drill, BackupChoice::Fresh),
+        &ops,
+        clock.as_ref(),
+    )
+    .await;
+    assert!(drill.passed(), "{:?}", drill.failures);
+    let backup = drill.backup.as_ref().unwrap().name.clone();
+    let kept: Vec<String> = ops.w().kept.keys().cloned().collect();
+    assert_eq!(kept, [backup.as_str()]);
+    let verify_msg = drill.phases[3].message.clone().unwrap_or_default();
+    assert!(
+        verify_msg.contains("its snapshot is kept beside backup"),
+        "{verify_msg}"
+    );
+
+    // The primary's region goes down; the failover reads no source, yet compares content.
+    clock.advance(chrono::Duration::minutes(10));
+    ops.w().unreachable.push("apim-weu".into());
+    ops.w().calls.clear();
+    let mut s = spec(DrillKind::Failover, BackupChoice::LatestIfBehind);
+    s.source_reachable = false;
+    let r = run(&s, &ops, clock.as_ref()).await;
+    assert!(r.passed(), "{:?}", r.failures);
+    let v = r.verification.as_ref().unwrap();
+    assert_eq!(v.source, Some(svc("apim-weu").resource_id()));
+    assert!(
+        v.counts
+            .iter()
+            .all(|c| c.expected == c.actual && c.expected > 0)
+    );
+    assert!(
+        r.phases[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("content will be compared"),
+        "{:?}",
+        r.phases[0].message
+    );
+    // No restore was needed (the drill restored that backup), and the source was never read.
+    assert_eq!(r.phases[2].status, Status::Skipped);
+    assert!(
+        !ops.w()
+            .calls
+            .iter()
+            .any(|c| c.ends_with("apim-weu") && !c.starts_with("catalog")),
+        "{:?}",
+        ops.w().calls
+    );
+    check_renderings(&r);
+
+    // Someone changed the standby after the drill: the failover's verification names it.
+    ops.w()
+        .services
+        .get_mut("apim-neu")
+        .unwrap()
+        .items
+        .get_mut(&ItemKind::Api)
+        .unwrap()
+        .insert("hotfix".into(), json!({"path": "hotfix"}));
+    let r = run(&s, &ops, clock.as_ref()).await;
+    assert!(!r.passed());
+    assert!(
+        r.failures.iter().any(|f| f.contains("`hotfix`")),
+        "{:?}",
+        r.failures
+    );
+    check_renderings(&r);
+}
+
+#[tokio::test]
+async fn nothing_is_kept_beside_a_backup_when_verification_fails_or_overrides_apply() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let ops = FakeOps::new(clock.clone());
+    let mut clone = spec(DrillKind::Clone, BackupChoice::Fresh);
+    clone.overrides = vec![NamedValueOverride {
+        name: "backend".into(),
+        value: Secret::new("https://staging"),
+        secret: false,
+    }];
+    let r = run(&clone, &ops, clock.as_ref()).await;
+    assert!(r.passed(), "{:?}", r.failures);
+    assert!(
+        ops.w().kept.is_empty(),
+        "overridden values were not compared"
+    );
+    ops.w().restore_changes_hostname = true;
+    let r = run(
+        &spec(DrillKind::Drill, BackupChoice::Fresh),
+        &ops,
+        clock.as_ref(),
+    )
+    .await;
+    assert!(!r.passed());
+    assert!(ops.w().kept.is_empty(), "a failed drill keeps nothing");
 }
