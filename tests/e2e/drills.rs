@@ -890,3 +890,179 @@ async fn failover_works_with_the_primary_region_down_and_failback_reverses_it() 
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     Ok(())
 }
+
+/// Rewrites the `consistency` of every catalog sidecar in the storage account; returns how many.
+fn set_sidecar_consistency(s: &Setup, consistency: &str) -> anyhow::Result<usize> {
+    let dir = s.emu.dir.path().join(ACCOUNT).join("apim-backups");
+    let mut n = 0;
+    for path in walk(&dir) {
+        if path.to_string_lossy().ends_with(".drsync.json") {
+            let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            doc["consistency"] = json!(consistency);
+            std::fs::write(&path, serde_json::to_string(&doc)?)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+// See: #6. What an on-call engineer meets at 3 a.m.: no backup at all, only a suspect one, a
+// failover killed half-way through its restore, and the same failover run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_explains_refusals_resumes_after_a_crash_and_runs_only_once() -> anyhow::Result<()>
+{
+    let s = Setup::start().await?;
+    let mut faults = s.emu.state().faults();
+    faults.unavailable_regions = vec!["westeurope".into()];
+    s.emu.state().set_faults(faults.clone())?;
+
+    // Nothing in the standby region's storage: refused with the reason, roles unchanged, exit 1.
+    let out = s.drsync(&["failover", "--to", STANDBY, "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "no backup of `{PRIMARY}` in storage account `{ACCOUNT}`, container `apim-backups`"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "roles unchanged: `{PRIMARY}` is still the primary"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(!s.state_dir().join("roles.json").exists());
+
+    // The region was up long enough for one drill (and so one backup); then it goes down with
+    // the local state, and the only backup turns out to be suspect.
+    faults.unavailable_regions.clear();
+    s.emu.state().set_faults(faults.clone())?;
+    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::remove_dir_all(s.state_dir())?;
+    faults.unavailable_regions = vec!["westeurope".into()];
+    s.emu.state().set_faults(faults.clone())?;
+    assert_eq!(set_sidecar_consistency(&s, "suspect")?, 1);
+    let out = s.drsync(&["failover", "--to", STANDBY, "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "1 backup(s), none restorable; 1 suspect (the configuration changed while it ran"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("--allow-suspect` restores it anyway"),
+        "{}",
+        text(&out)
+    );
+    assert!(!s.state_dir().join("roles.json").exists());
+
+    // As a last resort the suspect backup is restored: the failover is killed right after ARM
+    // accepted its restore.
+    s.emu.state().clear_request_log();
+    let out = s
+        .drsync_env(
+            &["failover", "--to", STANDBY, "--yes", "--allow-suspect"],
+            &[("DRSYNC_TEST_CRASH_AT", "accepted:restore")],
+        )
+        .await?;
+    assert_eq!(out.status.code(), None, "killed: {}", text(&out));
+    assert!(!s.state_dir().join("roles.json").exists());
+    // Run again: the killed run's restore is resumed (its lease does not block it, and the
+    // restore is not posted twice), then verified and promoted.
+    let out = s
+        .drsync(&["failover", "--to", STANDBY, "--yes", "--allow-suspect"])
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resuming unfinished run"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "roles: `{STANDBY}` is now the primary; `{PRIMARY}` is a standby"
+        )),
+        "{}",
+        text(&out)
+    );
+    let log = s.emu.emu.request_log();
+    assert_eq!(log.iter().filter(|r| r.kind == "restore-post").count(), 1);
+    assert!(
+        !log.iter()
+            .any(|r| r.path.contains(&format!("/service/{PRIMARY}"))),
+        "nothing may call the unreachable primary"
+    );
+    let (_, report) = s.newest_report()?;
+    check_schema(&report);
+    assert_eq!(report["outcome"], "passed", "{report:#}");
+    assert_eq!(report["backup"]["consistency"], "suspect", "{report:#}");
+    let roles = std::fs::read_to_string(s.state_dir().join("roles.json"))?;
+
+    // The same command once more: nothing is restored into what is now the primary.
+    s.emu.state().clear_request_log();
+    let out = s.drsync(&["failover", "--to", STANDBY, "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "`{STANDBY}` is already the primary of replication `contoso-dr`"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        s.emu
+            .emu
+            .request_log()
+            .iter()
+            .filter(|r| ["-post", "-put", "-patch", "-delete"]
+                .iter()
+                .any(|k| r.kind.ends_with(k)))
+            .count(),
+        0,
+        "a repeated failover changes nothing"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir().join("roles.json"))?,
+        roles
+    );
+
+    // The region is back; a failback whose traffic switch (an after-promote hook) fails still
+    // reverts the roles, and says so with exit 3 rather than 1.
+    faults.unavailable_regions.clear();
+    s.emu.state().set_faults(faults)?;
+    let hooks = s.work.path().join("failback-hooks.toml");
+    std::fs::write(
+        &hooks,
+        "[[hooks]]\nname = \"switch-traffic\"\nphase = \"promote\"\nwhen = \"after\"\ncommand = \"echo dns api refused >&2; exit 7\"\n",
+    )?;
+    let out = s
+        .drsync(&["failback", "--yes", "--hooks", hooks.to_str().unwrap()])
+        .await?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "roles: `{PRIMARY}` is now the primary; `{STANDBY}` is a standby"
+        )),
+        "{}",
+        text(&out)
+    );
+    let roles: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
+    assert_eq!(roles["swaps"], json!([]));
+    let (_, report) = s.newest_report()?;
+    check_schema(&report);
+    let promote = report["phases"].as_array().unwrap().last().unwrap();
+    assert_eq!(promote["phase"], "promote");
+    assert_eq!(promote["status"], "failed");
+    assert_eq!(
+        promote["hooks"][0]["stderr"], "dns api refused\n",
+        "{promote:#}"
+    );
+    Ok(())
+}

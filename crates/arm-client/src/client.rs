@@ -264,6 +264,7 @@ impl ArmClient {
             operation: operation.into(),
             service: service.into(),
             raw_client_errors: false,
+            secrets: Vec::new(),
         }
     }
 
@@ -392,6 +393,10 @@ impl ArmClient {
             operation: op_name.clone(),
             service: service.name.clone(),
             raw_client_errors: false,
+            secrets: match &req.access {
+                crate::apim::BackupAccess::AccessKey(key) => vec![key.clone()],
+                _ => Vec::new(),
+            },
         };
         tracing::info!(service = %service.name, backup = %req.backup_name, "starting {}", operation.as_str());
         let resp = self.inner.pipeline.send(request).await?;
@@ -563,6 +568,8 @@ impl ArmClient {
             operation: op.into(),
             service: service.name.clone(),
             raw_client_errors: false,
+            // Removed from every error and retry warning, should ARM echo it.
+            secrets: vec![value.clone()],
         };
         tracing::info!(service = %service.name, named_value = %name, secret, "replacing a named value");
         let scrub = |e: Error| scrub_secret(e, value.expose());
@@ -612,6 +619,7 @@ impl ArmClient {
             operation: op.into(),
             service: service.name.clone(),
             raw_client_errors: false,
+            secrets: Vec::new(),
         };
         tracing::info!(service = %service.name, "deleting the service");
         let resp = self.inner.pipeline.send(request).await?;
@@ -1355,6 +1363,140 @@ mod tests {
         );
         assert!(heads[1].starts_with("GET /LOC "), "{}", heads[1]);
         assert!(heads[2].starts_with("GET /LOC "), "{}", heads[2]);
+    }
+
+    /// A `std::io::Write` into a shared buffer, for capturing the log in tests.
+    #[derive(Clone, Default)]
+    struct LogBuf(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogBuf {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock()).into_owned()
+        }
+    }
+
+    // See: #6. A server echoing the value of a named value (or an account key) in a retried
+    // 5xx/429 body must not put it in the retry warning, nor in the final error.
+    #[tokio::test]
+    async fn values_echoed_in_retried_answers_reach_neither_the_log_nor_the_error() {
+        let log = LogBuf::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let echo = |status: u16, headers: &str| {
+            Some((
+                status,
+                headers.to_string(),
+                r#"{"error":{"code":"InternalError","message":"cannot save value 'p4ssw0rd-value' now","details":[{"code":"Echo","message":"p4ssw0rd-value"}]}}"#.to_string(),
+            ))
+        };
+        let saved = format!(
+            r#"{{"id":"{NV_PATH}","name":"backend-key","properties":{{"displayName":"backend-key","secret":true}}}}"#
+        );
+        let (base, heads) = scripted_owned(vec![
+            echo(503, ""),
+            echo(429, "retry-after-ms: 5\r\n"),
+            Some((200, String::new(), saved)),
+        ])
+        .await;
+        let c = fast_polling(&base);
+        let value = Secret::new("p4ssw0rd-value");
+        let nv = c
+            .put_named_value(&sref(), "backend-key", "backend-key", &value, true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nv.name, "backend-key");
+        assert_eq!(heads.lock().len(), 3, "two retries, then the answer");
+        let text = log.text();
+        assert_eq!(text.matches("retrying").count(), 2, "{text}");
+        assert!(text.contains("HTTP 503 InternalError"), "{text}");
+        assert!(!text.contains("p4ssw0rd-value"), "{text}");
+        assert!(
+            !text.contains("cannot save value"),
+            "no server message in retry warnings: {text}"
+        );
+
+        // Retries exhausted: the final error names the status and code, never the value.
+        let (base, _) = scripted_owned((0..10).map(|_| echo(500, "")).collect()).await;
+        let mut cfg = ArmClientConfig::new(Url::parse(&base).unwrap());
+        cfg.retry.base_delay = Duration::from_millis(1);
+        cfg.retry.max_attempts = 2;
+        cfg.jitter_seed = Some(1);
+        let cred = Arc::new(StaticTokenCredential::new(Secret::new("tok-abc"), None));
+        let c = ArmClient::new(cfg, cred, Arc::new(drsync_core::SystemClock)).unwrap();
+        let err = c
+            .put_named_value(&sref(), "backend-key", "backend-key", &value, false)
+            .await
+            .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("InternalError"), "{shown}");
+        assert!(!shown.contains("p4ssw0rd-value"), "{shown}");
+        assert!(!log.text().contains("p4ssw0rd-value"), "{}", log.text());
+    }
+
+    #[test]
+    fn scrubbing_reaches_every_text_of_an_error() {
+        let body = ArmErrorBody {
+            code: "Bad".into(),
+            message: "value K3Y-VALUE refused".into(),
+            target: Some("K3Y-VALUE".into()),
+            details: vec![ArmErrorBody {
+                code: "D".into(),
+                message: "again K3Y-VALUE".into(),
+                target: None,
+                details: Vec::new(),
+                additional_info: vec![serde_json::json!({"v": "K3Y-VALUE"})],
+            }],
+            additional_info: Vec::new(),
+        };
+        let errors = [
+            Error::Arm {
+                operation: "put".into(),
+                status: 500,
+                body: Box::new(body.clone()),
+                request_id: None,
+                attempts: 1,
+            },
+            Error::OperationFailed {
+                operation: "put".into(),
+                status: "Failed".into(),
+                body: Box::new(body),
+            },
+            Error::Transport {
+                operation: "put".into(),
+                message: "reset after K3Y-VALUE".into(),
+                sent: true,
+                attempts: 1,
+            },
+            Error::OutcomeUnknown {
+                operation: "put".into(),
+                message: "K3Y-VALUE".into(),
+            },
+            Error::Decode {
+                operation: "put".into(),
+                message: "K3Y-VALUE".into(),
+            },
+        ];
+        for e in errors {
+            let e = e.scrubbed(&["K3Y-VALUE", ""]);
+            let shown = format!("{e} {e:?} {}", e.retry_summary());
+            assert!(!shown.contains("K3Y-VALUE"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
     }
 
     #[tokio::test]

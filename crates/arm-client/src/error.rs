@@ -200,6 +200,138 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error with every occurrence of each of `values` (secrets this request sent,
+    /// such as a named value's value or an account key, that a server may echo back) replaced
+    /// by `<redacted>`, in every text it carries. Empty values are ignored.
+    pub fn scrubbed(self, values: &[&str]) -> Self {
+        let values: Vec<&str> = values.iter().copied().filter(|v| !v.is_empty()).collect();
+        if values.is_empty() {
+            return self;
+        }
+        let clean = |s: String| {
+            values.iter().fold(s, |s, v| {
+                if s.contains(v) {
+                    s.replace(v, "<redacted>")
+                } else {
+                    s
+                }
+            })
+        };
+        fn clean_body(b: ArmErrorBody, clean: &dyn Fn(String) -> String) -> ArmErrorBody {
+            ArmErrorBody {
+                code: clean(b.code),
+                message: clean(b.message),
+                target: b.target.map(clean),
+                details: b
+                    .details
+                    .into_iter()
+                    .map(|d| clean_body(d, clean))
+                    .collect(),
+                additional_info: b
+                    .additional_info
+                    .into_iter()
+                    .map(|v| {
+                        serde_json::from_str(&clean(v.to_string()))
+                            .unwrap_or(serde_json::Value::Null)
+                    })
+                    .collect(),
+            }
+        }
+        match self {
+            Self::InvalidConfig(m) => Self::InvalidConfig(clean(m)),
+            Self::Credential {
+                source_name,
+                message,
+                transient,
+            } => Self::Credential {
+                source_name,
+                message: clean(message),
+                transient,
+            },
+            Self::Arm {
+                operation,
+                status,
+                body,
+                request_id,
+                attempts,
+            } => Self::Arm {
+                operation,
+                status,
+                body: Box::new(clean_body(*body, &clean)),
+                request_id,
+                attempts,
+            },
+            Self::Transport {
+                operation,
+                message,
+                sent,
+                attempts,
+            } => Self::Transport {
+                operation,
+                message: clean(message),
+                sent,
+                attempts,
+            },
+            Self::OutcomeUnknown { operation, message } => Self::OutcomeUnknown {
+                operation,
+                message: clean(message),
+            },
+            Self::OperationFailed {
+                operation,
+                status,
+                body,
+            } => Self::OperationFailed {
+                operation,
+                status,
+                body: Box::new(clean_body(*body, &clean)),
+            },
+            Self::Decode { operation, message } => Self::Decode {
+                operation,
+                message: clean(message),
+            },
+            other => other,
+        }
+    }
+
+    /// A one-line description for retry warnings in the log: what failed and how (status and
+    /// error code, or the transport failure), never the server's free-text message, which may
+    /// echo what the request carried.
+    pub fn retry_summary(&self) -> String {
+        let text = match self {
+            Self::Arm {
+                operation,
+                status,
+                body,
+                ..
+            } => format!("{operation}: HTTP {status} {}", body.code),
+            Self::OperationFailed {
+                operation,
+                status,
+                body,
+            } => format!("{operation}: {status} {}", body.code),
+            Self::Transport {
+                operation, sent, ..
+            } => format!(
+                "{operation}: transport failure{}",
+                if *sent {
+                    " (the request may have been sent)"
+                } else {
+                    ""
+                }
+            ),
+            Self::Credential {
+                source_name,
+                transient,
+                ..
+            } => format!(
+                "cannot obtain an access token from {source_name}{}",
+                if *transient { " (transient)" } else { "" }
+            ),
+            other => other.to_string(),
+        };
+        redact(&text)
+    }
+
     /// Whether the request may have reached Azure (so a non-idempotent request may have had
     /// its effect). `false` means it certainly was not sent.
     pub fn may_have_been_sent(&self) -> bool {

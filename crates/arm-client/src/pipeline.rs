@@ -54,6 +54,10 @@ pub(crate) struct Request {
     /// of being retried or turned into an error. Anything else (a 5xx with a generic code, a
     /// 401/403, a 429) is handled like any read.
     pub raw_client_errors: bool,
+    /// Secrets this request carries in its body (a named value's value, an account key): a
+    /// server may echo them back, so they are removed from every error the request produces,
+    /// including the retry warnings in the log.
+    pub secrets: Vec<drsync_core::Secret>,
 }
 
 /// Not derived: the body of a backup or restore with `AccessKey` access holds the account key.
@@ -288,7 +292,12 @@ impl Pipeline {
     /// Sends `req` with limiting, authentication and retries.
     pub async fn send(&self, req: Request) -> Result<Response> {
         let span = tracing::info_span!("arm", service = %req.service, operation = %req.operation);
-        self.send_inner(req).instrument(span).await
+        let secrets = req.secrets.clone();
+        let values: Vec<&str> = secrets.iter().map(drsync_core::Secret::expose).collect();
+        self.send_inner(req)
+            .instrument(span)
+            .await
+            .map_err(|e| e.scrubbed(&values))
     }
 
     async fn send_inner(&self, req: Request) -> Result<Response> {
@@ -392,7 +401,14 @@ impl Pipeline {
                 RetryDecision::GiveUp => return Err(error),
                 RetryDecision::Retry(wait) => {
                     self.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(?class, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+                    // Status and code only: the server's message may echo what was sent.
+                    let values: Vec<&str> = req
+                        .secrets
+                        .iter()
+                        .map(drsync_core::Secret::expose)
+                        .collect();
+                    let summary = error.scrubbed(&values).retry_summary();
+                    tracing::warn!(?class, attempt, wait_ms = wait.as_millis() as u64, error = %summary, "retrying");
                     if class == FailureClass::Throttled {
                         // Everyone on this bucket waits, not only this request.
                         let until =
@@ -533,6 +549,7 @@ mod tests {
             operation: "begin backup".into(),
             service: "apim".into(),
             raw_client_errors: false,
+            secrets: Vec::new(),
         };
         let dbg = format!("{req:?}");
         assert!(

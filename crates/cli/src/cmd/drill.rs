@@ -292,6 +292,9 @@ pub struct Session {
     pub state_dir: PathBuf,
     ctx: Context,
     cancel: tokio::sync::watch::Receiver<bool>,
+    /// Restore the newest restorable backup even if it is `suspect`, when no consistent one
+    /// is left (`drsync failover --allow-suspect`).
+    pub allow_suspect: bool,
 }
 
 impl Session {
@@ -315,6 +318,7 @@ impl Session {
             state_dir: ctx.state_dir.clone(),
             ctx,
             cancel: context::ctrl_c_channel(),
+            allow_suspect: false,
         })
     }
 
@@ -500,6 +504,7 @@ impl Session {
             state_dir: self.state_dir.clone(),
             report_id: spec.report_id(started_at),
             condition: std::sync::Mutex::new(None),
+            allow_suspect: self.allow_suspect,
         };
         eprintln!(
             "{} {} -> {} (edge {})",
@@ -544,6 +549,7 @@ pub struct ArmDrillOps {
     state_dir: PathBuf,
     report_id: String,
     condition: std::sync::Mutex<Option<Exit>>,
+    allow_suspect: bool,
 }
 
 fn op(context: &str) -> impl Fn(drsync_arm_client::Error) -> OpError + '_ {
@@ -555,9 +561,21 @@ impl ArmDrillOps {
     /// stops it with its checkpoints saved; `drsync sync` resumes them.
     async fn execute(&self, plan: Plan) -> Result<(), OpError> {
         let executor = &self.executor;
-        let run = executor
-            .create_run(plan, false)
-            .map_err(|e| OpError::new(format!("cannot record the run: {e}")))?;
+        let run = match self.unfinished_same(&plan)? {
+            Some(run) => {
+                // A killed or interrupted run of this very restore (same backup, same
+                // target): resume it rather than wait for its lease to expire.
+                eprintln!(
+                    "note: resuming unfinished run {} (started {}) of the same restore",
+                    run.run_id,
+                    run.started_at.to_rfc3339()
+                );
+                run
+            }
+            None => executor
+                .create_run(plan, false)
+                .map_err(|e| OpError::new(format!("cannot record the run: {e}")))?,
+        };
         match executor.execute(run).await {
             Ok(Outcome::Succeeded) => Ok(()),
             Ok(Outcome::Failed(steps)) => Err(OpError::new(
@@ -584,6 +602,26 @@ impl ArmDrillOps {
             }),
             Err(e) => Err(OpError::new(e.to_string())),
         }
+    }
+
+    /// An unfinished run with the same restore plan (kind and steps) as `plan`: one a killed
+    /// or interrupted drill, failover or failback left behind, still holding its lease.
+    /// Backup plans are never matched: a fresh backup is named after its start.
+    fn unfinished_same(
+        &self,
+        plan: &Plan,
+    ) -> Result<Option<drsync_planner::store::RunRecord>, OpError> {
+        if !matches!(plan.kind, PlanKind::Restore { .. }) {
+            return Ok(None);
+        }
+        let runs = self
+            .executor
+            .unfinished_runs()
+            .map_err(|e| OpError::new(format!("cannot read the recorded runs: {e}")))?;
+        Ok(runs
+            .into_iter()
+            .filter(|r| r.plan.kind == plan.kind && r.plan.steps == plan.steps)
+            .max_by_key(|r| r.started_at))
     }
 
     fn set_condition(&self, exit: Exit) {
@@ -760,14 +798,49 @@ impl DrillOps for ArmDrillOps {
             })?;
         let entries =
             catalog::entries(&self.checkpoints).map_err(|e| OpError::new(e.to_string()))?;
-        Ok(drsync_planner::plan::latest_valid(
+        match drsync_planner::plan::latest_valid(
             &entries,
             &source.name,
             &node.target.account,
             &node.target.container,
             now,
-        )
-        .map(|e| e.record.clone()))
+        ) {
+            Some(e) => Ok(Some(e.record.clone())),
+            // Say why: nothing at all, only expired, or only suspect backups.
+            None => {
+                let records: Vec<BackupRecord> = entries.into_iter().map(|e| e.record).collect();
+                let suspect = drsync_planner::drill::runner::newest_restorable_suspect(
+                    &records,
+                    &source.name,
+                    &node.target.account,
+                    &node.target.container,
+                    now,
+                );
+                match suspect {
+                    Some(b) if self.allow_suspect => {
+                        eprintln!(
+                            "warning: restoring `{}`, a SUSPECT backup (--allow-suspect): the configuration changed while it ran, so it may mix old and new content",
+                            b.name
+                        );
+                        Ok(Some(b.clone()))
+                    }
+                    _ => {
+                        let mut reason = drsync_planner::drill::runner::no_valid_backup_reason(
+                            &records,
+                            &source.name,
+                            &node.target.account,
+                            &node.target.container,
+                            now,
+                        );
+                        if suspect.is_some() {
+                            reason
+                                .push_str("; `drsync failover --allow-suspect` restores it anyway");
+                        }
+                        Err(OpError::new(reason))
+                    }
+                }
+            }
+        }
     }
 
     async fn last_restored(&self, target: &ServiceRef) -> Result<Option<BackupName>, OpError> {

@@ -8,6 +8,10 @@
 //!
 //! Failback takes a fresh backup of the current primary, restores it into the original primary,
 //! verifies it fully, runs the promotion hooks and removes the role swap.
+//!
+//! Both are safe to run again: a restore left unfinished by a killed run is resumed (see
+//! `ArmDrillOps::execute`), and a failover whose swap is already recorded does nothing. Their
+//! exit code tells whether the roles changed ([`role_exit`]): `1` never follows a swap.
 
 use std::path::PathBuf;
 
@@ -16,8 +20,8 @@ use drsync_planner::drill::RoleState;
 use drsync_planner::drill::report::DrillKind;
 use drsync_planner::drill::runner::BackupChoice;
 
-use super::drill::{Session, confirm, load_hooks, usage};
-use crate::exit::Exit;
+use super::drill::{Ran, Session, confirm, load_hooks, usage};
+use crate::exit::{Coded, Exit};
 
 /// Arguments of `drsync failover`.
 #[derive(Debug, clap::Args)]
@@ -34,6 +38,10 @@ pub struct Args {
     /// Hooks file (promotion hooks: `phase = "promote"`).
     #[arg(long, value_name = "FILE")]
     pub hooks: Option<PathBuf>,
+    /// When no consistent backup is left, restore the newest `suspect` one (taken while the
+    /// configuration changed: it may mix old and new content). Last resort.
+    #[arg(long)]
+    pub allow_suspect: bool,
 }
 
 /// Arguments of `drsync failback`.
@@ -66,7 +74,23 @@ pub fn failback_blocking(args: &FailbackArgs) -> anyhow::Result<Exit> {
 /// Runs `drsync failover`.
 pub async fn run(args: &Args) -> anyhow::Result<Exit> {
     let hooks = load_hooks(args.hooks.as_deref())?;
-    let session = Session::open(&args.config).await?;
+    let mut session = Session::open(&args.config).await?;
+    session.allow_suspect = args.allow_suspect;
+    // Running the same failover again (a retry after a crash or a lost terminal) is safe: once
+    // the swap is recorded, nothing more is restored into what is now the primary.
+    let roles = RoleState::load(&session.state_dir).map_err(|e| Coded::new(Exit::Usage, e))?;
+    if let Some(swap) = roles.swaps.iter().find(|s| s.primary == args.to) {
+        println!(
+            "`{}` is already the primary of replication `{}` since the failover of {} (report {}); nothing to do. Its promote hooks are not run again: if they failed then, see `drsync drills show {}`. `drsync failback` reverses the failover.",
+            swap.primary,
+            swap.replication,
+            swap.since.to_rfc3339(),
+            swap.report,
+            swap.report
+        );
+        session.close().await?;
+        return Ok(Exit::Success);
+    }
     let r = session
         .config
         .replications
@@ -106,8 +130,28 @@ pub async fn run(args: &Args) -> anyhow::Result<Exit> {
     spec.source_reachable = false;
     spec.promote = true;
     let ran = session.execute(&spec, &r).await?;
+    let roles = RoleState::load(&session.state_dir)?;
+    let swapped = roles.swap(&r.name).is_some_and(|s| s.primary == args.to);
     session.close().await?;
-    Ok(ran.exit(Exit::Failed))
+    Ok(role_exit(&ran, swapped, &args.to, &r.from))
+}
+
+/// The exit code of a failover or failback, and a line saying where the roles stand: `0` the
+/// roles changed and the run passed; `3` the roles changed (the swap is recorded) but the run
+/// did not pass entirely (an after-promote hook failed, an objective was missed: read the
+/// report); `1` the roles did not change; `4`/`5` interrupted or leased (roles unchanged).
+pub fn role_exit(ran: &Ran, changed: bool, new_primary: &str, other: &str) -> Exit {
+    if changed {
+        println!("roles: `{new_primary}` is now the primary; `{other}` is a standby");
+    } else {
+        println!("roles unchanged: `{other}` is still the primary");
+    }
+    match (ran.condition, changed, ran.report.passed()) {
+        (Some(c), false, _) => c,
+        (_, true, true) => Exit::Success,
+        (_, true, false) => Exit::DrillFailed,
+        (None, false, _) => Exit::Failed,
+    }
 }
 
 /// Runs `drsync failback`.
@@ -157,6 +201,13 @@ pub async fn failback(args: &FailbackArgs) -> anyhow::Result<Exit> {
     )?;
     spec.promote = true;
     let ran = session.execute(&spec, &r).await?;
+    let roles = RoleState::load(&session.state_dir)?;
+    let reverted = roles.swap(&r.name).is_none();
     session.close().await?;
-    Ok(ran.exit(Exit::Failed))
+    Ok(role_exit(
+        &ran,
+        reverted,
+        &swap.original_primary,
+        &swap.primary,
+    ))
 }

@@ -365,10 +365,17 @@ pub async fn run(spec: &RunSpec, ops: &dyn DrillOps, clock: &dyn Clock) -> Drill
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| {
-                        format!(
-                            "no valid backup of `{}` in the catalog (backups expire after 30 days); run `drsync catalog sync` or take one",
-                            spec.source.service.name
-                        )
+                        if spec.source_reachable {
+                            format!(
+                                "no valid backup of `{}` in the catalog (backups expire after 30 days); run `drsync catalog sync` or take one",
+                                spec.source.service.name
+                            )
+                        } else {
+                            format!(
+                                "no valid backup of `{}` in the catalog of the edge's storage: a {} restores an existing backup and cannot take one",
+                                spec.source.service.name, spec.kind
+                            )
+                        }
                     })?;
                 rec.env.set("backup", b.name.as_str());
                 notes.push(format!("reusing backup `{}` ({} old)", b.name, age(now - b.created_at)));
@@ -589,6 +596,94 @@ pub async fn run(spec: &RunSpec, ops: &dyn DrillOps, clock: &dyn Clock) -> Drill
     };
     report.settle();
     report
+}
+
+/// Why no backup of `source` in `account`/`container` can be restored at `now` (none is
+/// restorable and consistent), in words an on-call engineer can act on: none at all, only
+/// expired ones (Azure refuses a backup older than 30 days), or only `suspect` ones (the
+/// configuration changed while they ran: drsync does not restore them). `records` is the
+/// catalog, any source or storage.
+pub fn no_valid_backup_reason(
+    records: &[BackupRecord],
+    source: &str,
+    account: &str,
+    container: &str,
+    now: Timestamp,
+) -> String {
+    let mut mine: Vec<&BackupRecord> = records
+        .iter()
+        .filter(|b| {
+            b.source.name.eq_ignore_ascii_case(source)
+                && b.storage_account.eq_ignore_ascii_case(account)
+                && b.container == container
+        })
+        .collect();
+    mine.sort_by_key(|b| std::cmp::Reverse(b.created_at));
+    let place = format!("storage account `{account}`, container `{container}`");
+    let Some(newest) = mine.first() else {
+        return format!(
+            "no backup of `{source}` in {place} (catalog rebuilt from its sidecar blobs): there is nothing to restore"
+        );
+    };
+    let mut parts = vec![format!(
+        "no valid backup of `{source}` in {place}: {} backup(s), none restorable",
+        mine.len()
+    )];
+    let expired = mine.iter().filter(|b| !b.is_restorable_at(now)).count();
+    if expired > 0 {
+        let newest_expired = mine
+            .iter()
+            .find(|b| !b.is_restorable_at(now))
+            .expect("counted");
+        parts.push(format!(
+            "{expired} expired (backups expire 30 days after they are taken; the newest expired, `{}`, expired at {})",
+            newest_expired.name,
+            newest_expired
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    let suspect: Vec<&&BackupRecord> = mine
+        .iter()
+        .filter(|b| b.is_restorable_at(now) && b.consistency == drsync_core::Consistency::Suspect)
+        .collect();
+    if let Some(first) = suspect.first() {
+        parts.push(format!(
+            "{} suspect (the configuration changed while it ran, so it may mix old and new content; drsync does not restore suspect backups): the newest is `{}`, taken {}",
+            suspect.len(),
+            first.name,
+            first
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    if newest.is_restorable_at(now) && newest.consistency != drsync_core::Consistency::Suspect {
+        // Cannot happen when called as documented; say so rather than mislead.
+        parts.push(format!("`{}` looks restorable", newest.name));
+    }
+    parts.join("; ")
+}
+
+/// The newest backup of `source` in `account`/`container` that Azure still accepts at `now`
+/// but that is `suspect`: the last resort of `drsync failover --allow-suspect` when no
+/// consistent backup is left.
+pub fn newest_restorable_suspect<'a>(
+    records: &'a [BackupRecord],
+    source: &str,
+    account: &str,
+    container: &str,
+    now: Timestamp,
+) -> Option<&'a BackupRecord> {
+    records
+        .iter()
+        .filter(|b| {
+            b.source.name.eq_ignore_ascii_case(source)
+                && b.storage_account.eq_ignore_ascii_case(account)
+                && b.container == container
+                && b.is_restorable_at(now)
+                && b.consistency == drsync_core::Consistency::Suspect
+        })
+        .max_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)))
 }
 
 fn age(d: chrono::Duration) -> String {

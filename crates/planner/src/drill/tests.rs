@@ -841,3 +841,117 @@ async fn nothing_is_kept_beside_a_backup_when_verification_fails_or_overrides_ap
     assert!(!r.passed());
     assert!(ops.w().kept.is_empty(), "a failed drill keeps nothing");
 }
+
+fn record(source: &str, created_at: Timestamp, consistency: Consistency, n: u128) -> BackupRecord {
+    BackupRecord {
+        name: BackupName::new(source, created_at, uuid::Uuid::from_u128(n)),
+        source: svc(source),
+        sku: Sku {
+            tier: SkuTier::Premium,
+            capacity: 1,
+        },
+        storage_account: "drsyncneu".into(),
+        container: "apim-backups".into(),
+        created_at,
+        expires_at: BackupRecord::expiry_for(created_at),
+        change_marker: None,
+        consistency,
+    }
+}
+
+// See: #6. A failover that finds nothing to restore says why: nothing at all, only expired
+// backups, or only suspect ones, naming the newest of each.
+#[test]
+fn why_no_backup_is_valid_is_said_plainly() {
+    use super::runner::no_valid_backup_reason as why;
+    let now = t0();
+    let days = chrono::Duration::days;
+    let other_source = record("apim-other", now - days(1), Consistency::Consistent, 1);
+    let mut elsewhere = record("apim-weu", now - days(1), Consistency::Consistent, 2);
+    elsewhere.storage_account = "drsyncweu".into();
+
+    let reason = why(
+        &[other_source.clone(), elsewhere.clone()],
+        "apim-weu",
+        "drsyncneu",
+        "apim-backups",
+        now,
+    );
+    assert_eq!(
+        reason,
+        "no backup of `apim-weu` in storage account `drsyncneu`, container `apim-backups` (catalog rebuilt from its sidecar blobs): there is nothing to restore"
+    );
+
+    let old = record("apim-weu", now - days(31), Consistency::Consistent, 3);
+    let older = record("apim-weu", now - days(40), Consistency::Consistent, 4);
+    let reason = why(
+        &[older.clone(), old.clone(), other_source.clone()],
+        "apim-weu",
+        "drsyncneu",
+        "apim-backups",
+        now,
+    );
+    assert!(reason.starts_with("no valid backup of `apim-weu` in storage account `drsyncneu`, container `apim-backups`: 2 backup(s), none restorable; 2 expired"), "{reason}");
+    assert!(
+        reason.contains(&format!("`{}`, expired at 2026-11-26T12:00:00Z", old.name)),
+        "{reason}"
+    );
+    assert!(!reason.contains("suspect"), "{reason}");
+
+    // Exactly at its expiry instant a backup is no longer valid.
+    let edge = record("apim-weu", now - days(30), Consistency::Consistent, 5);
+    let reason = why(
+        std::slice::from_ref(&edge),
+        "apim-weu",
+        "drsyncneu",
+        "apim-backups",
+        now,
+    );
+    assert!(reason.contains("1 expired"), "{reason}");
+
+    let suspect = record("apim-weu", now - days(2), Consistency::Suspect, 6);
+    let reason = why(
+        &[old.clone(), suspect.clone()],
+        "apim-weu",
+        "drsyncneu",
+        "apim-backups",
+        now,
+    );
+    assert!(
+        reason.contains("2 backup(s), none restorable; 1 expired"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!(
+            "1 suspect (the configuration changed while it ran, so it may mix old and new content; drsync does not restore suspect backups): the newest is `{}`",
+            suspect.name
+        )),
+        "{reason}"
+    );
+    assert!(!reason.contains("looks restorable"), "{reason}");
+}
+
+#[test]
+fn the_suspect_last_resort_is_the_newest_restorable_suspect_backup() {
+    use super::runner::newest_restorable_suspect as pick;
+    let now = t0();
+    let days = chrono::Duration::days;
+    let expired = record("apim-weu", now - days(31), Consistency::Suspect, 1);
+    let older = record("apim-weu", now - days(3), Consistency::Suspect, 2);
+    let newer = record("apim-weu", now - days(2), Consistency::Suspect, 3);
+    let consistent = record("apim-weu", now - days(1), Consistency::Consistent, 4);
+    let other = record("apim-other", now - days(1), Consistency::Suspect, 5);
+    let all = [expired.clone(), older, newer.clone(), consistent, other];
+    assert_eq!(
+        pick(&all, "apim-weu", "drsyncneu", "apim-backups", now),
+        Some(&newer)
+    );
+    assert_eq!(
+        pick(&all, "apim-weu", "drsyncweu", "apim-backups", now),
+        None
+    );
+    assert_eq!(
+        pick(&[expired], "apim-weu", "drsyncneu", "apim-backups", now),
+        None
+    );
+}
