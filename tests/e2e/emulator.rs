@@ -895,7 +895,14 @@ async fn azure_async_operation_header_mode() -> R {
     let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.async");
     let r = t.post_op("apim-weu", "backup", &body).await?;
     assert_eq!(r.status(), 202);
-    assert!(header(&r, "location").is_none());
+    // See: review of #3: ARM sends `Location` beside `Azure-AsyncOperation`; the SDKs read a
+    // POST's final resource from it.
+    let location = header(&r, "location").expect("Location beside Azure-AsyncOperation");
+    assert!(
+        location.contains("/service/apim-weu/operationresults/"),
+        "{location}"
+    );
+    assert!(header(&r, "retry-after").is_some() && header(&r, "retry-after-ms").is_some());
     let url = header(&r, "azure-asyncoperation").expect("Azure-AsyncOperation");
     let r = t.arm(Method::GET, &url).send().await?;
     assert_eq!(r.status(), 200);
@@ -908,6 +915,12 @@ async fn azure_async_operation_header_mode() -> R {
     assert_eq!(last["status"], "Succeeded", "{last}");
     assert!(last["endTime"].is_string());
     assert!(t.count("async-poll") >= 2);
+    let (status, svc) = t.get(&location).await?;
+    assert_eq!(
+        (status, svc["name"].as_str()),
+        (200, Some("apim-weu")),
+        "{svc}"
+    );
 
     let r = t.post_op("apim-std", "restore", &body).await?;
     let url = header(&r, "azure-asyncoperation").unwrap();
@@ -1533,8 +1546,23 @@ impl BackendDir for StorageAccountConfig {
 
 #[tokio::test]
 async fn python_sdk_conformance() -> R {
+    python_sdk_conformance_with(false).await
+}
+
+// See: review of #3: the SDK must also finish through the `Azure-AsyncOperation` path, where
+// the final GET of a POST goes to the `Location` URL.
+#[tokio::test]
+async fn python_sdk_conformance_azure_async_operation_mode() -> R {
+    python_sdk_conformance_with(true).await
+}
+
+async fn python_sdk_conformance_with(async_header: bool) -> R {
     let python = python_venv().await?;
-    let t = TestEmulator::start(0.0005).await?;
+    let t = TestEmulator::start_with(|c| {
+        c.time_scale = 0.0005;
+        c.async_operation_header = async_header;
+    })
+    .await?;
     let src = t.seed("apim-weu", "westeurope")?;
     let dst = t.seed("apim-neu", "northeurope")?;
     t.seed_with(ServiceSeed::new(SUB, RG, "apim-std", "northeurope").sku("Standard", 1))?;
@@ -1565,7 +1593,12 @@ async fn python_sdk_conformance() -> R {
     // The SDK really went through the emulator's operations.
     assert_eq!(t.count("backup-post"), 2);
     assert_eq!(t.count("restore-post"), 3);
-    assert!(t.count("poll") >= 5);
+    let polls = if async_header { "async-poll" } else { "poll" };
+    assert!(t.count(polls) >= 5, "{polls}");
+    if async_header {
+        // One final GET of the Location URL per successful operation.
+        assert_eq!(t.count("poll"), 4);
+    }
     Ok(())
 }
 
@@ -1899,5 +1932,379 @@ async fn unknown_routes_operations_and_disabled_endpoints() -> R {
         .send()
         .await?;
     assert_eq!(r.status(), 503);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Review findings (each test names what it guards).
+
+/// Sends a raw HTTP/1.1 request and returns every byte the server wrote before closing.
+async fn raw_exchange(t: &TestEmulator, path: &str) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(t.emu.addr()).await?;
+    let req = format!(
+        "GET {path}?api-version={API} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+        t.emu.addr(),
+        t.token
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await?;
+    // A reset is as good as a close: nothing more can arrive.
+    if let Err(e) = read {
+        anyhow::ensure!(e.kind() == std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn dropped_connections_send_no_response_bytes() -> R {
+    let t = TestEmulator::start(0.001).await?;
+    t.seed("apim-weu", "westeurope")?;
+    let path = TestEmulator::service_path("apim-weu");
+    let normal = raw_exchange(&t, &path).await?;
+    assert!(
+        normal.starts_with(b"HTTP/1.1 200"),
+        "control: a normal answer"
+    );
+    t.state().set_faults(FaultConfig {
+        drop_connection: 1.0,
+        ..FaultConfig::default()
+    })?;
+    let dropped = raw_exchange(&t, &path).await?;
+    assert!(
+        dropped.is_empty(),
+        "a dropped connection must not send a status line: {:?}",
+        String::from_utf8_lossy(&dropped)
+    );
+    Ok(())
+}
+
+// See: review of #3: two simultaneous backup (or restore) POSTs on one service yield exactly one
+// 202 and one 409, also when both are past the first busy check while storage is read
+// (2021-08-01 backups check the container, restores read the blob).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_backups_on_one_service_give_one_202_and_one_409() -> R {
+    let t = TestEmulator::start(0.001).await?;
+    t.seed("apim-src", "westeurope")?;
+    let src = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-src.base");
+    assert_eq!(t.run_op("apim-src", "backup", &src).await?.0, 200);
+    let post = |name: String, op: &'static str, version: &'static str, body: Value| {
+        let req = t
+            .arm(
+                Method::POST,
+                &format!(
+                    "{}/{op}?api-version={version}",
+                    TestEmulator::service_path(&name)
+                ),
+            )
+            .json(&body);
+        async move { Ok::<u16, anyhow::Error>(req.send().await?.status().as_u16()) }
+    };
+    for round in 0..8 {
+        let name = format!("apim-race{round}");
+        t.seed(&name, "westeurope")?;
+        let a = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", &format!("{name}.a"));
+        let b = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", &format!("{name}.b"));
+        let (ra, rb) = tokio::join!(
+            post(name.clone(), "backup", "2021-08-01", a),
+            post(name.clone(), "backup", "2021-08-01", b)
+        );
+        let mut statuses = [ra?, rb?];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [202, 409], "backup round {round}");
+
+        let target = format!("apim-rtarget{round}");
+        t.seed(&target, "northeurope")?;
+        let (ra, rb) = tokio::join!(
+            post(target.clone(), "restore", API, src.clone()),
+            post(target.clone(), "restore", API, src.clone())
+        );
+        let mut statuses = [ra?, rb?];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [202, 409], "restore round {round}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn remaining_headers_on_401_404_and_429() -> R {
+    let t = TestEmulator::start(0.001).await?;
+    let path = TestEmulator::service_path("apim-missing");
+    let r = t
+        .http
+        .get(format!("{}{path}?api-version={API}", t.base()))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
+    for h in ["reads", "writes", "deletes"] {
+        assert!(
+            header(&r, &format!("x-ms-ratelimit-remaining-subscription-{h}")).is_some(),
+            "401 lacks {h}"
+        );
+    }
+    // ARM's challenge: three quoted parameters, the authority naming the tenant.
+    let www = header(&r, "www-authenticate").unwrap();
+    let tenant = EmulatorConfig::default().tenant_id;
+    let expect = format!(
+        "Bearer authorization_uri=\"https://login.windows.net/{tenant}\", error=\"invalid_token\", error_description=\""
+    );
+    assert!(
+        www.starts_with(&expect) && www.ends_with('"') && www.matches('"').count() == 6,
+        "{www}"
+    );
+    let r = t.arm(Method::GET, &path).send().await?;
+    assert_eq!(r.status(), 404);
+    assert!(header(&r, "x-ms-ratelimit-remaining-subscription-reads").is_some());
+    Ok(())
+}
+
+// See: review of #3: anyone can check a backup blob's checksum with the documented recipe
+// (SHA-256 of the payload as compact JSON with sorted keys), a blob copied to another account
+// and container restores, and a field added to the payload or an unknown format version fails
+// the restore.
+#[tokio::test]
+async fn envelope_checksum_recipe_copies_and_versions() -> R {
+    let t = TestEmulator::start(0.001).await?;
+    t.seed("apim-weu", "westeurope")?;
+    t.seed("apim-neu", "northeurope")?;
+    let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.env");
+    assert_eq!(t.run_op("apim-weu", "backup", &body).await?.0, 200);
+    let path = blob_path(&t, ACCOUNT, "apim-backups", "apim-weu.env");
+
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("jq -jcS .payload \"$1\" | sha256sum")
+        .arg("sh")
+        .arg(&path)
+        .output()?;
+    assert!(out.status.success());
+    let expect = String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let env: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    assert_eq!(env["checksum"]["value"], expect.as_str());
+
+    // Copied to the other account, in another container: still a valid backup.
+    let copy = blob_path(&t, ACCOUNT_WEU, "elsewhere", "copied");
+    std::fs::create_dir_all(copy.parent().unwrap())?;
+    std::fs::copy(&path, &copy)?;
+    let from_copy = access_key_body(ACCOUNT_WEU, ACCOUNT_WEU_KEY, "elsewhere", "copied");
+    let (status, svc) = t.run_op("apim-neu", "restore", &from_copy).await?;
+    assert_eq!(status, 200, "{svc}");
+
+    let mut added = env.clone();
+    added["payload"]["extra"] = json!("smuggled");
+    let mut version2 = env.clone();
+    version2["format_version"] = json!(2);
+    for (name, doc, expect) in [
+        ("added", added, "checksum does not match"),
+        ("v2", version2, "format version 2"),
+    ] {
+        std::fs::write(
+            blob_path(&t, ACCOUNT, "apim-backups", name),
+            serde_json::to_vec(&doc)?,
+        )?;
+        let b = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", name);
+        let (status, err) = t.run_op("apim-neu", "restore", &b).await?;
+        assert_eq!((status, error_code(&err)), (400, "RestoreFailed"), "{err}");
+        assert!(error_message(&err).contains(expect), "{name}: {err}");
+    }
+    Ok(())
+}
+
+// See: review of #3: a finished operation's poll answers the same again and again; an unknown
+// operation id is 404; a non-string `accessType` is refused instead of read as `AccessKey`.
+#[tokio::test]
+async fn polls_after_completion_repeat_and_unknown_ids_are_404() -> R {
+    let t = TestEmulator::start_with_clock(manual_clock(), |_| {}).await?;
+    t.seed("apim-weu", "westeurope")?;
+    t.seed_with(ServiceSeed::new(SUB, RG, "apim-std", "northeurope").sku("Standard", 1))?;
+    let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.rep");
+    let r = t.post_op("apim-weu", "backup", &body).await?;
+    let location = header(&r, "location").unwrap();
+    // PROTOCOL.md section 1's shape, to the character.
+    let prefix = format!(
+        "{}{}/operationresults/",
+        t.base(),
+        TestEmulator::service_path("apim-weu")
+    );
+    let id = location
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix("?api-version=2024-05-01"))
+        .unwrap_or_else(|| panic!("{location}"));
+    assert!(
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{id}"
+    );
+    t.advance(400);
+    for _ in 0..3 {
+        let (status, svc) = t.get(&location).await?;
+        assert_eq!((status, svc["name"].as_str()), (200, Some("apim-weu")));
+    }
+    let r = t.post_op("apim-std", "restore", &body).await?;
+    let failed = header(&r, "location").unwrap();
+    t.advance(2000);
+    for _ in 0..3 {
+        let (status, err) = t.get(&failed).await?;
+        assert_eq!((status, error_code(&err)), (400, "RestoreFailed"));
+    }
+    let unknown = format!(
+        "{}/operationresults/00000000000000000000000000000000",
+        TestEmulator::service_path("apim-weu")
+    );
+    let (status, err) = t.get(&unknown).await?;
+    assert_eq!((status, error_code(&err)), (404, "OperationNotFound"));
+    // Another service's operation id is unknown on this one.
+    let (status, _) = t
+        .get(&format!(
+            "{}/operationresults/{id}",
+            TestEmulator::service_path("apim-std")
+        ))
+        .await?;
+    assert_eq!(status, 404);
+
+    for bad in [
+        json!({"storageAccount": ACCOUNT, "containerName": "c", "backupName": "b", "accessType": 1, "accessKey": ACCOUNT_KEY}),
+        json!({"storageAccount": ACCOUNT, "containerName": "c", "backupName": "b", "accessKey": ACCOUNT_KEY, "clientId": 7}),
+    ] {
+        let r = t.post_op("apim-weu", "backup", &bad).await?;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(error_code(&body_json(r).await?), "InvalidParameters");
+    }
+    Ok(())
+}
+
+// See: review of #3: a backup POST takes a write token, a poll a read token.
+#[tokio::test]
+async fn backup_posts_are_writes_and_polls_are_reads() -> R {
+    let t = TestEmulator::start_with_clock(manual_clock(), |c| {
+        c.throttle.read_bucket = 10;
+        c.throttle.write_bucket = 10;
+    })
+    .await?;
+    t.seed("apim-weu", "westeurope")?;
+    let remaining = |r: &reqwest::Response| {
+        (
+            header(r, "x-ms-ratelimit-remaining-subscription-reads"),
+            header(r, "x-ms-ratelimit-remaining-subscription-writes"),
+        )
+    };
+    let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.cls");
+    let r = t.post_op("apim-weu", "backup", &body).await?;
+    assert_eq!(r.status(), 202);
+    assert_eq!(remaining(&r), (Some("10".into()), Some("9".into())));
+    let r = t
+        .arm(Method::GET, &header(&r, "location").unwrap())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    assert_eq!(remaining(&r), (Some("9".into()), Some("9".into())));
+    Ok(())
+}
+
+// See: review of #3: the same seed and the same request sequence give the same faults.
+#[tokio::test]
+async fn faults_are_reproducible_with_a_seed() -> R {
+    async fn statuses(seed: u64) -> anyhow::Result<Vec<u16>> {
+        let t = TestEmulator::start_with(|c| {
+            c.seed = seed;
+            c.faults.status_500 = 0.3;
+            c.faults.status_503 = 0.3;
+        })
+        .await?;
+        t.seed("apim-weu", "westeurope")?;
+        let path = TestEmulator::service_path("apim-weu");
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            out.push(t.get(&path).await?.0);
+        }
+        Ok(out)
+    }
+    let a = statuses(7).await?;
+    assert!(
+        a.contains(&200) && a.contains(&500) && a.contains(&503),
+        "{a:?}"
+    );
+    assert_eq!(a, statuses(7).await?, "same seed, same faults");
+    assert_ne!(a, statuses(8).await?, "another seed, other faults");
+    Ok(())
+}
+
+// See: review of #3: a state dump taken while a backup runs, loaded into another emulator,
+// finishes there: the poll completes and the blob lands in that emulator's storage.
+#[tokio::test]
+async fn dump_and_load_mid_operation_resumes_it() -> R {
+    let t = TestEmulator::start_with_clock(manual_clock(), |c| c.durations.jitter = 0.0).await?;
+    t.seed("apim-weu", "westeurope")?;
+    let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.mid");
+    let r = t.post_op("apim-weu", "backup", &body).await?;
+    let location = header(&r, "location").unwrap();
+    t.advance(100);
+    let dump = t
+        .http
+        .get(format!("{}/_emulator/state", t.base()))
+        .send()
+        .await?
+        .text()
+        .await?;
+
+    let t2 = TestEmulator::start_with_clock(manual_clock(), |_| {}).await?;
+    // A dump whose busy service names no running operation is refused, not loaded as a
+    // service stuck in `Updating`.
+    let mut orphan: Value = serde_json::from_str(&dump)?;
+    orphan["operations"] = json!([]);
+    let r = t2
+        .http
+        .put(format!("{}/_emulator/state", t2.base()))
+        .json(&orphan)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        t2.get(&TestEmulator::service_path("apim-weu")).await?.0,
+        404
+    );
+    let r = t2
+        .http
+        .put(format!("{}/_emulator/state", t2.base()))
+        .header("content-type", "application/json")
+        .body(dump)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let moved = location.replace(&t.base(), &t2.base());
+    let (_, svc) = t2.get(&TestEmulator::service_path("apim-weu")).await?;
+    assert_eq!(svc["properties"]["provisioningState"], "Updating");
+    assert_eq!(t2.arm(Method::GET, &moved).send().await?.status(), 202);
+    // The remaining 200 s of the 300 s backup.
+    t2.advance(199);
+    assert_eq!(t2.arm(Method::GET, &moved).send().await?.status(), 202);
+    t2.advance(2);
+    let (status, svc) = t2.poll_until_done(&moved).await?;
+    assert_eq!((status, svc["name"].as_str()), (200, Some("apim-weu")));
+    assert!(blob_path(&t2, ACCOUNT, "apim-backups", "apim-weu.mid").is_file());
+    assert!(!blob_path(&t, ACCOUNT, "apim-backups", "apim-weu.mid").exists());
+    Ok(())
+}
+
+// See: review of #3: a body over the 4 MB limit is refused with 413, not read as empty.
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() -> R {
+    let t = TestEmulator::start(0.001).await?;
+    t.seed("apim-weu", "westeurope")?;
+    let big = "x".repeat(5 * 1024 * 1024);
+    let r = t
+        .arm(
+            Method::PUT,
+            &format!("{}/apis/big", TestEmulator::service_path("apim-weu")),
+        )
+        .json(&json!({"properties": {"displayName": big, "path": "big"}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(&body_json(r).await?), "RequestEntityTooLarge");
     Ok(())
 }

@@ -16,9 +16,11 @@
 //! }
 //! ```
 //!
-//! The checksum covers the compact serialization of `payload` (object keys sorted, as
-//! `serde_json` writes maps), so reformatting the file is harmless but any changed value, a
-//! truncation or a missing field fails [`Envelope::decode`] with a precise [`EnvelopeError`].
+//! The checksum is SHA-256 of the canonical JSON of `payload` as it stands in the blob: compact,
+//! object keys sorted at every depth. Reformatting the file is harmless, but any changed,
+//! added or missing field and any truncation fails [`Envelope::decode`] with a precise
+//! [`EnvelopeError`]. Anyone can verify a blob with `jq -cS .payload | sha256sum` (jq's `-S`
+//! sorts keys the same way; mind the trailing newline jq prints: `jq -jcS`).
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -108,8 +110,44 @@ pub enum EnvelopeError {
     ChecksumMismatch,
 }
 
-fn digest(payload: &Payload) -> String {
-    let bytes = serde_json::to_vec(payload).expect("payload serializes");
+/// Writes `v` as compact JSON with every object's keys in sorted order (at every depth), so
+/// the bytes do not depend on how a map or struct happens to order its fields.
+fn canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k).expect("a string serializes");
+                out.push(b':');
+                canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serializes"),
+    }
+}
+
+/// SHA-256 (lowercase hex) of the canonical JSON of a payload *as it stands in the blob*, so a
+/// field added to the blob is covered too, not only the fields this version reads.
+fn digest(payload: &serde_json::Value) -> String {
+    let mut bytes = Vec::new();
+    canonical(payload, &mut bytes);
     let h = sha2::Sha256::digest(&bytes);
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -117,7 +155,7 @@ fn digest(payload: &Payload) -> String {
 impl Envelope {
     /// Seals a payload.
     pub fn seal(payload: Payload) -> Self {
-        let value = digest(&payload);
+        let value = digest(&serde_json::to_value(&payload).expect("payload serializes"));
         Self {
             format: FORMAT.into(),
             format_version: FORMAT_VERSION,
@@ -141,17 +179,18 @@ impl Envelope {
             format: String,
             format_version: u32,
         }
-        let head: Head =
+        let raw: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let head = Head::deserialize(&raw).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         if head.format != FORMAT {
             return Err(EnvelopeError::WrongFormat(head.format));
         }
         if head.format_version != FORMAT_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(head.format_version));
         }
-        let env: Envelope =
-            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if env.checksum.algorithm != "sha256" || env.checksum.value != digest(&env.payload) {
+        let env =
+            Envelope::deserialize(&raw).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        if env.checksum.algorithm != "sha256" || env.checksum.value != digest(&raw["payload"]) {
             return Err(EnvelopeError::ChecksumMismatch);
         }
         Ok(env)
@@ -186,6 +225,32 @@ mod tests {
         })
     }
 
+    // See: review of #3: the documented recipe (sorted keys, compact) reproduces the checksum.
+    #[test]
+    fn checksum_is_sha256_of_sorted_compact_payload() {
+        let env = sample();
+        let v = serde_json::to_value(&env.payload).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        let mut text = String::from("{");
+        let mut sorted = keys.clone();
+        sorted.sort();
+        for (i, k) in sorted.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let mut inner = Vec::new();
+            canonical(&v[k.as_str()], &mut inner);
+            text.push_str(&format!("\"{k}\":{}", String::from_utf8(inner).unwrap()));
+        }
+        text.push('}');
+        assert!(text.starts_with("{\"api_version\":\"2024-05-01\",\"configuration\":"));
+        let expect: String = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(env.checksum.value, expect);
+    }
+
     #[test]
     fn round_trips_and_survives_reformatting() {
         let env = sample();
@@ -215,6 +280,16 @@ mod tests {
         assert_eq!(
             Envelope::decode(text.as_bytes()),
             Err(EnvelopeError::UnsupportedVersion(9))
+        );
+        // A field added to the payload is covered by the checksum too.
+        let text = String::from_utf8(bytes.clone()).unwrap().replacen(
+            "\"payload\": {",
+            "\"payload\": {\"extra\": 1,",
+            1,
+        );
+        assert_eq!(
+            Envelope::decode(text.as_bytes()),
+            Err(EnvelopeError::ChecksumMismatch)
         );
         let text = String::from_utf8(bytes).unwrap().replace(FORMAT, "other");
         assert!(matches!(

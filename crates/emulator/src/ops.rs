@@ -187,7 +187,7 @@ pub(crate) async fn read_backup(
         .get(&loc.container, &loc.blob)
         .await
         .map_err(|e| blob_failure(kind, loc, &e))?;
-    let env = Envelope::decode(&bytes).map_err(|e: EnvelopeError| {
+    let corrupt = |e: &dyn std::fmt::Display| {
         storage_failure(
             kind,
             format!(
@@ -195,16 +195,9 @@ pub(crate) async fn read_backup(
                 loc.container, loc.blob
             ),
         )
-    })?;
-    let backup_tier = SkuTier::parse(&env.payload.sku.name).map_err(|e| {
-        storage_failure(
-            kind,
-            format!(
-                "Backup blob '{}/{}' is corrupt: {e}",
-                loc.container, loc.blob
-            ),
-        )
-    })?;
+    };
+    let env = Envelope::decode(&bytes).map_err(|e: EnvelopeError| corrupt(&e))?;
+    let backup_tier = SkuTier::parse(&env.payload.sku.name).map_err(|e| corrupt(&e))?;
     if backup_tier != target {
         return Err(storage_failure(
             kind,

@@ -485,6 +485,27 @@ impl EmulatorState {
                 dump.format, dump.format_version
             )));
         }
+        // A service marked busy must name a running operation of its own in the same dump;
+        // otherwise it would stay `Updating` (and refuse every management call) forever.
+        for svc in &dump.services {
+            if let Some(id) = &svc.active_operation {
+                let running = dump.operations.iter().any(|o| {
+                    &o.id == id
+                        && o.service == svc.key()
+                        && matches!(
+                            o.status,
+                            crate::model::OperationStatus::Running
+                                | crate::model::OperationStatus::Completing
+                        )
+                });
+                if !running {
+                    return Err(Error::Seed(format!(
+                        "state dump: service `{}` is busy with operation `{id}`, which the dump does not hold as running",
+                        svc.name
+                    )));
+                }
+            }
+        }
         let mut inner = self.app.inner.lock();
         inner.offset = chrono::Duration::milliseconds(dump.clock_offset_ms);
         inner.services = dump.services.into_iter().map(|s| (s.key(), s)).collect();

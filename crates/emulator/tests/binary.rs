@@ -37,6 +37,11 @@ fn spawn(args: &[&str]) -> (Running, String) {
     (running, url.to_owned())
 }
 
+/// GETs a control URL and returns its JSON body.
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn binary_serves_seeded_state_with_faults_and_time_scale() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,14 +71,7 @@ async fn binary_serves_seeded_state_with_faults_and_time_scale() {
     ]);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let http = reqwest::Client::new();
-    let f: Value = http
-        .get(format!("{url}/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let f = get_json(&http, &format!("{url}/_emulator/faults")).await;
     assert_eq!(f["latency_ms"], 1);
     assert_eq!(f["unavailable_regions"][0], "eastus");
     let tok: Value = http
@@ -107,14 +105,7 @@ async fn binary_serves_seeded_state_with_faults_and_time_scale() {
     let state = dir.path().join("state.json");
     std::fs::write(&state, dump).unwrap();
     let (_child2, url2) = spawn(&["--seed-state", state.to_str().unwrap()]);
-    let d2: Value = http
-        .get(format!("{url2}/_emulator/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d2 = get_json(&http, &format!("{url2}/_emulator/state")).await;
     assert_eq!(d2["services"][0]["name"], "apim-bin");
 
     // SIGTERM stops it cleanly.

@@ -1,7 +1,8 @@
 //! The HTTP front: one handler that routes Entra ID, IMDS, ARM and control requests.
 //!
 //! ARM paths are matched case-insensitively, as ARM does. Every request is recorded in the
-//! request log with what it was (`backup-post`, `poll`, ...). For ARM requests the pipeline is:
+//! request log with what it was (`backup-post`, `poll`, ...). A body over 4 MB is refused with
+//! 413 before anything else. For ARM requests the pipeline is:
 //! added latency, random drop/500/503, authentication, api-version, region availability,
 //! throttling, then the operation itself; `x-ms-ratelimit-remaining-subscription-*` headers
 //! are added to every response under `/subscriptions/{id}`.
@@ -305,9 +306,11 @@ pub(crate) struct Req {
 /// The one handler.
 pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, BODY_LIMIT)
-        .await
-        .unwrap_or_default();
+    // A body over the limit is refused as ARM refuses it, not read as an empty body.
+    let (body, too_large) = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => (b, false),
+        Err(_) => (bytes::Bytes::new(), true),
+    };
     let raw_query = parts.uri.query().map(str::to_owned);
     let query: BTreeMap<String, String> = raw_query
         .as_deref()
@@ -335,6 +338,14 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Respons
     let route = route(&req.path);
     let time = app.now();
     let answer = match &route {
+        _ if too_large => Answer::arm_error(&ArmError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "The request content size exceeds the maximum of {} MB.",
+                BODY_LIMIT / (1024 * 1024)
+            ),
+        )),
         Route::Control => crate::control::handle(&app, &req).await,
         Route::TokenV2 { .. } | Route::TokenV1 { .. } | Route::ManagedIdentity => {
             latency(&app).await;
@@ -489,16 +500,8 @@ fn subscription_of(route: &Route) -> Option<String> {
         Route::ListBySubscription { sub } | Route::ListByResourceGroup { sub, .. } => {
             Some(sub.clone())
         }
-        Route::Service { key }
-        | Route::Backup { key }
-        | Route::Restore { key }
-        | Route::OperationResult { key, .. }
-        | Route::OperationStatus { key, .. }
-        | Route::SyncState { key }
-        | Route::ChildList { key, .. }
-        | Route::Child { key, .. } => Some(key.subscription.clone()),
         Route::Unknown { sub } => sub.clone(),
-        _ => None,
+        _ => service_key_of(route).map(|key| key.subscription.clone()),
     }
 }
 

@@ -5,7 +5,8 @@
 
 use super::*;
 
-/// Adds the polling header (`Location` or `Azure-AsyncOperation`) and the retry hints.
+/// Adds the polling headers (`Location`, plus `Azure-AsyncOperation` in that mode) and the retry
+/// hints.
 pub(super) fn polling_headers(
     app: &App,
     mut a: Answer,
@@ -16,6 +17,9 @@ pub(super) fn polling_headers(
     let base = format!("{}{}", req.base, svc.id());
     let remaining_ms = (op.completes_at - app.now()).num_milliseconds().max(0);
     let (secs, ms) = retry_after(remaining_ms);
+    // ARM's asynchronous-operation contract: `Azure-AsyncOperation` (when used) is the status
+    // monitor, and `Location` is always there too, because a client of a POST with
+    // `final-state-via: location` (the Azure SDKs) reads the final resource from it.
     if app.config.async_operation_header {
         a = a.header(
             "azure-asyncoperation",
@@ -24,15 +28,14 @@ pub(super) fn polling_headers(
                 op.id, op.api_version
             ),
         );
-    } else {
-        a = a.header(
-            "location",
-            format!(
-                "{base}/operationresults/{}?api-version={}",
-                op.id, op.api_version
-            ),
-        );
     }
+    a = a.header(
+        "location",
+        format!(
+            "{base}/operationresults/{}?api-version={}",
+            op.id, op.api_version
+        ),
+    );
     a.header("retry-after", secs.to_string())
         .header("retry-after-ms", ms.to_string())
 }
@@ -262,7 +265,15 @@ impl BackupParams {
                 Some(_) => Err(invalid(format!("'{name}' must be a string."))),
             }
         };
-        let opt = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
+        // An optional field is absent, null or a string; any other JSON type is refused rather
+        // than read as absent (a numeric `accessType` must not silently mean `AccessKey`).
+        let opt = |name: &str| -> Result<Option<String>, ArmError> {
+            match body.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(invalid(format!("'{name}' must be a string."))),
+            }
+        };
         let storage_account = field("storageAccount")?;
         let container = field("containerName")?;
         let backup_name = field("backupName")?;
@@ -271,9 +282,9 @@ impl BackupParams {
                 "'backupName' must be at most 1024 characters.".into(),
             ));
         }
-        let access_type = opt("accessType").unwrap_or_else(|| "AccessKey".into());
-        let access_key = opt("accessKey");
-        let client_id = opt("clientId");
+        let access_type = opt("accessType")?.unwrap_or_else(|| "AccessKey".into());
+        let access_key = opt("accessKey")?;
+        let client_id = opt("clientId")?;
         match access_type.as_str() {
             "AccessKey" => {
                 if access_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
