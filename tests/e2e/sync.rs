@@ -13,9 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use drsync_tests::bin::{Run, drsync};
-use drsync_tests::emulator::{
-    ACCOUNT, ACCOUNT_KEY, RG, SUB, ServiceSeed, TENANT, TestEmulator,
-};
+use drsync_tests::emulator::{ACCOUNT, ACCOUNT_KEY, RG, SUB, ServiceSeed, TENANT, TestEmulator};
 
 const PRIMARY: &str = "apim-weu";
 const STANDBY: &str = "apim-neu";
@@ -106,14 +104,26 @@ impl World {
         })
         .await
         .expect("start the emulator");
-        emu.seed_with(ServiceSeed::new(SUB, RG, PRIMARY, "westeurope").with_sample_config()).unwrap();
-        emu.seed_with(ServiceSeed::new(SUB, RG, STANDBY, "northeurope")).unwrap();
-        emu.seed_with(ServiceSeed::new(SUB, RG, STAGING, "westeurope")).unwrap();
+        emu.seed_with(ServiceSeed::new(SUB, RG, PRIMARY, "westeurope").with_sample_config())
+            .unwrap();
+        emu.seed_with(ServiceSeed::new(SUB, RG, STANDBY, "northeurope"))
+            .unwrap();
+        emu.seed_with(ServiceSeed::new(SUB, RG, STAGING, "westeurope"))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("drsync.toml");
-        let text = config_text(&emu.base(), &emu.dir.path().join(ACCOUNT), &dir.path().join("state"), standby_sku);
+        let text = config_text(
+            &emu.base(),
+            &emu.dir.path().join(ACCOUNT),
+            &dir.path().join("state"),
+            standby_sku,
+        );
         std::fs::write(&config, text).unwrap();
-        Self { emu, config, _dir: dir }
+        Self {
+            emu,
+            config,
+            _dir: dir,
+        }
     }
 
     /// A second configuration on the same emulator and storage, with its own empty state.
@@ -122,14 +132,20 @@ impl World {
         let state = self._dir.path().join("state");
         let other = self._dir.path().join("state-elsewhere");
         let path = self._dir.path().join("elsewhere.toml");
-        std::fs::write(&path, text.replace(&state.display().to_string(), &other.display().to_string()))
-            .unwrap();
+        std::fs::write(
+            &path,
+            text.replace(&state.display().to_string(), &other.display().to_string()),
+        )
+        .unwrap();
         path
     }
 
     fn command(&self, config: &Path, args: &[&str]) -> Command {
         let mut cmd = drsync();
-        cmd.arg(args[0]).arg("--config").arg(config).args(&args[1..]);
+        cmd.arg(args[0])
+            .arg("--config")
+            .arg(config)
+            .args(&args[1..]);
         cmd.env("DRSYNC_TEST_TOKEN", &self.emu.token)
             .env("DRSYNC_TEST_STORAGE_KEY", ACCOUNT_KEY)
             .env_remove("DRSYNC_TEST_CRASH_AT");
@@ -150,7 +166,11 @@ impl World {
 
     /// Accepted (202) POSTs of `kind` (`backup-post`, `restore-post`) in the request log.
     fn accepted_posts(&self, kind: &str) -> usize {
-        self.emu.request_log().iter().filter(|r| r.kind == kind && r.status == 202).count()
+        self.emu
+            .request_log()
+            .iter()
+            .filter(|r| r.kind == kind && r.status == 202)
+            .count()
     }
 
     /// Every POST of `kind`, whatever the answer.
@@ -159,7 +179,14 @@ impl World {
     }
 
     fn apis(&self, name: &str) -> Vec<String> {
-        self.emu.state().configuration(SUB, RG, name).unwrap().apis.keys().cloned().collect()
+        self.emu
+            .state()
+            .configuration(SUB, RG, name)
+            .unwrap()
+            .apis
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn assert_targets_restored(&self) {
@@ -174,7 +201,11 @@ impl World {
 /// Runs a command off the async runtime, killing it after two minutes.
 async fn run_async(mut cmd: Command) -> Run {
     tokio::task::spawn_blocking(move || {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start drsync");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start drsync");
         let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let read = |mut r: Box<dyn std::io::Read + Send>| {
             std::thread::spawn(move || {
@@ -196,7 +227,11 @@ async fn run_async(mut cmd: Command) -> Run {
             std::thread::sleep(Duration::from_millis(20));
             waited += Duration::from_millis(20);
         };
-        Run { code: status.code(), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+        Run {
+            code: status.code(),
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        }
     })
     .await
     .unwrap()
@@ -207,8 +242,16 @@ async fn first_sync_backs_up_once_restores_every_target_and_the_second_has_nothi
     let w = World::new(2.0, 3.0).await;
     let out = w.run(&["sync"]).await;
     out.assert_code(0);
-    assert!(out.stdout.contains("first sync: no valid backup yet"), "{}", out.stdout);
-    assert!(out.stdout.contains("succeeded: 6 step(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("first sync: no valid backup yet"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("succeeded: 6 step(s)"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(w.accepted_posts("backup-post"), 1);
     assert_eq!(w.accepted_posts("restore-post"), 2);
     w.assert_targets_restored();
@@ -225,9 +268,17 @@ async fn first_sync_backs_up_once_restores_every_target_and_the_second_has_nothi
     let again = w.run(&["sync"]).await;
     again.assert_code(0);
     assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
-    assert_eq!(w.posts("backup-post") + w.posts("restore-post"), 3, "no new POST");
+    assert_eq!(
+        w.posts("backup-post") + w.posts("restore-post"),
+        3,
+        "no new POST"
+    );
 
-    let status = w.run(&["status", "--output", "json"]).await;
+    // `status` reads only local state: it needs no token or key.
+    let mut cmd = w.command(&w.config, &["status", "--output", "json"]);
+    cmd.env_remove("DRSYNC_TEST_TOKEN")
+        .env_remove("DRSYNC_TEST_STORAGE_KEY");
+    let status = run_async(cmd).await;
     status.assert_code(0);
     let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     for e in doc["edges"].as_array().unwrap() {
@@ -241,13 +292,33 @@ async fn first_sync_backs_up_once_restores_every_target_and_the_second_has_nothi
 async fn crash_and_resume(crash_at: &str) {
     let w = World::new(1.0, 2.0).await;
     let crashed = w.run_crashing(crash_at).await;
-    assert_eq!(crashed.code, None, "killed by a signal at {crash_at}\n{}\n{}", crashed.stdout, crashed.stderr);
+    assert_eq!(
+        crashed.code, None,
+        "killed by a signal at {crash_at}\n{}\n{}",
+        crashed.stdout, crashed.stderr
+    );
     let resumed = w.run(&["sync"]).await;
     resumed.assert_code(0);
-    assert!(resumed.stdout.contains("Resuming run"), "{}", resumed.stdout);
-    assert_eq!(w.accepted_posts("backup-post"), 1, "backup POSTs after a crash at {crash_at}");
-    assert_eq!(w.accepted_posts("restore-post"), 2, "restore POSTs after a crash at {crash_at}");
-    assert_eq!(w.posts("backup-post") + w.posts("restore-post"), 3, "no refused POST either");
+    assert!(
+        resumed.stdout.contains("Resuming run"),
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(
+        w.accepted_posts("backup-post"),
+        1,
+        "backup POSTs after a crash at {crash_at}"
+    );
+    assert_eq!(
+        w.accepted_posts("restore-post"),
+        2,
+        "restore POSTs after a crash at {crash_at}"
+    );
+    assert_eq!(
+        w.posts("backup-post") + w.posts("restore-post"),
+        3,
+        "no refused POST either"
+    );
     w.assert_targets_restored();
     // Nothing left to do afterwards.
     let again = w.run(&["sync"]).await;
@@ -298,7 +369,12 @@ async fn killed_after_restore_succeeded_then_resumed() {
 /// Makes `service` busy with somebody else's backup (not drsync's); the service shows
 /// `Updating` until it ends.
 async fn make_busy(w: &World, service: &str) {
-    let body = drsync_tests::emulator::access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "busy-marker");
+    let body = drsync_tests::emulator::access_key_body(
+        ACCOUNT,
+        ACCOUNT_KEY,
+        "apim-backups",
+        "busy-marker",
+    );
     let r = w.emu.post_op(service, "backup", &body).await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
 }
@@ -311,7 +387,11 @@ async fn a_busy_service_is_waited_for() {
     make_busy(&w, PRIMARY).await;
     let out = w.run(&["sync", "--busy-timeout", "60s"]).await;
     out.assert_code(0);
-    assert!(out.stderr.contains("is Updating"), "the wait is visible:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("is Updating"),
+        "the wait is visible:\n{}",
+        out.stderr
+    );
     // One foreign backup, one of drsync's, and no refused POST: drsync waited instead of
     // hammering the busy service.
     assert_eq!(w.accepted_posts("backup-post"), 2);
@@ -327,11 +407,16 @@ async fn a_service_that_stays_busy_is_reported_clearly() {
     let out = w.run(&["sync", "--busy-timeout", "1s"]).await;
     out.assert_code(1);
     assert!(
-        out.stderr.contains("service `apim-weu` is Updating (another operation is running on it)"),
+        out.stderr
+            .contains("service `apim-weu` is Updating (another operation is running on it)"),
         "{}",
         out.stderr
     );
-    assert_eq!(w.posts("backup-post"), 1, "only the foreign backup was posted");
+    assert_eq!(
+        w.posts("backup-post"),
+        1,
+        "only the foreign backup was posted"
+    );
     assert_eq!(w.posts("restore-post"), 0);
 }
 
@@ -349,7 +434,11 @@ async fn sku_mismatch_as_read_from_arm_is_refused_before_any_post() {
         "{}",
         out.stderr
     );
-    assert_eq!(w.posts("backup-post") + w.posts("restore-post"), 0, "no POST at all");
+    assert_eq!(
+        w.posts("backup-post") + w.posts("restore-post"),
+        0,
+        "no POST at all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,10 +460,20 @@ async fn an_expired_backup_is_refused_before_any_post() {
     });
     std::fs::write(container.join(name.sidecar_blob()), sidecar.to_string()).unwrap();
 
-    let out = w.run(&["restore", "--backup", name.as_str(), "--to", STANDBY]).await;
+    let out = w
+        .run(&["restore", "--backup", name.as_str(), "--to", STANDBY])
+        .await;
     out.assert_code(1);
-    assert!(out.stderr.contains(&format!("backup `{name}` expired at")), "{}", out.stderr);
-    assert_eq!(w.posts("backup-post") + w.posts("restore-post"), 0, "no POST at all");
+    assert!(
+        out.stderr.contains(&format!("backup `{name}` expired at")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        w.posts("backup-post") + w.posts("restore-post"),
+        0,
+        "no POST at all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,13 +489,27 @@ async fn a_change_during_the_backup_marks_it_suspect_and_takes_another() {
         waited += 10;
     }
     let mut config = w.emu.state().configuration(SUB, RG, PRIMARY).unwrap();
-    config.apis.insert("added-mid-backup".into(), serde_json::json!({"displayName": "Added", "path": "added"}));
-    w.emu.state().set_configuration(SUB, RG, PRIMARY, config).unwrap();
+    config.apis.insert(
+        "added-mid-backup".into(),
+        serde_json::json!({"displayName": "Added", "path": "added"}),
+    );
+    w.emu
+        .state()
+        .set_configuration(SUB, RG, PRIMARY, config)
+        .unwrap();
 
     let out = handle.await.unwrap();
     out.assert_code(0);
-    assert!(out.stdout.contains("is suspect: `apim-weu` changed at"), "{}", out.stdout);
-    assert_eq!(w.accepted_posts("backup-post"), 2, "one more backup after the suspect one");
+    assert!(
+        out.stdout.contains("is suspect: `apim-weu` changed at"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        w.accepted_posts("backup-post"),
+        2,
+        "one more backup after the suspect one"
+    );
     let list = w.run(&["catalog", "list"]).await;
     list.assert_code(0);
     assert!(list.stdout.contains("suspect"), "{}", list.stdout);
@@ -417,11 +530,111 @@ async fn the_catalog_is_rebuilt_from_storage_into_an_empty_state_dir() {
     // Elsewhere: same storage, no local state (the primary region and its drsync are gone).
     let elsewhere = w.fresh_state_config();
     let empty = run_async(w.command(&elsewhere, &["catalog", "list", "--json"])).await;
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&empty.stdout).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&empty.stdout).unwrap(),
+        serde_json::json!([])
+    );
     let synced = run_async(w.command(&elsewhere, &["catalog", "sync"])).await;
     synced.assert_code(0);
-    assert!(synced.stdout.contains("catalog rebuilt from storage: 1 backup(s)"), "{}", synced.stdout);
+    assert!(
+        synced
+            .stdout
+            .contains("catalog rebuilt from storage: 1 backup(s)"),
+        "{}",
+        synced.stdout
+    );
     let rebuilt = run_async(w.command(&elsewhere, &["catalog", "list", "--json"])).await;
     let rebuilt: serde_json::Value = serde_json::from_str(&rebuilt.stdout).unwrap();
-    assert_eq!(rebuilt, original, "the same records, read from the sidecars alone");
+    assert_eq!(
+        rebuilt, original,
+        "the same records, read from the sidecars alone"
+    );
+}
+
+/// The README's command on the demo configuration (embedded emulator), in a temporary copy:
+/// a first sync, a crash right after a restore was accepted, the resume (which polls the
+/// restore through the next run's emulator, on a new port), and a second sync with nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_configuration_syncs_resumes_and_settles_in_embedded_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(drsync_tests::bin::repo_path("config/demo.toml")).unwrap();
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, demo.replace("../.drsync-state", "state")).unwrap();
+    let sync = |crash: Option<&str>| {
+        let mut cmd = drsync();
+        cmd.arg("sync")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("DRSYNC_TEST_CRASH_AT");
+        if let Some(c) = crash {
+            cmd.env("DRSYNC_TEST_CRASH_AT", c);
+        }
+        run_async(cmd)
+    };
+    let crashed = sync(Some("accepted:restore")).await;
+    assert_eq!(crashed.code, None, "{}\n{}", crashed.stdout, crashed.stderr);
+    let resumed = sync(None).await;
+    resumed.assert_code(0);
+    assert!(
+        resumed.stdout.contains("Resuming run"),
+        "{}",
+        resumed.stdout
+    );
+    assert!(
+        resumed.stdout.contains("succeeded: 6 step(s)"),
+        "{}",
+        resumed.stdout
+    );
+    let again = sync(None).await;
+    again.assert_code(0);
+    assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
+    assert!(
+        dir.path()
+            .join("state")
+            .join("embedded-emulator.json")
+            .is_file()
+    );
+}
+
+/// A `backup` started while a killed sync still holds the primary's lease exits 5 and says
+/// which run to resume; `sync` then finishes both runs, oldest first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leased_service_exits_5_and_sync_resumes_the_runs_in_order() {
+    let w = World::new(1.0, 1.0).await;
+    let crashed = w.run_crashing("accepted:backup").await;
+    assert_eq!(crashed.code, None);
+    let blocked = w.run(&["backup", PRIMARY]).await;
+    blocked.assert_code(5);
+    assert!(
+        blocked.stderr.contains("service `apim-weu` is leased by"),
+        "{}",
+        blocked.stderr
+    );
+    assert!(
+        blocked
+            .stderr
+            .contains("run `drsync sync` to resume and finish it first"),
+        "{}",
+        blocked.stderr
+    );
+    assert_eq!(
+        w.accepted_posts("backup-post"),
+        1,
+        "the blocked backup posted nothing"
+    );
+
+    let resumed = w.run(&["sync"]).await;
+    resumed.assert_code(0);
+    assert_eq!(
+        resumed.stdout.matches("Resuming run").count(),
+        2,
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(
+        w.accepted_posts("backup-post"),
+        2,
+        "the killed sync's backup and the backup command's"
+    );
+    w.assert_targets_restored();
 }

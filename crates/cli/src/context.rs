@@ -20,12 +20,12 @@ use drsync_arm_client::{
 };
 use drsync_core::config::{Config, CredentialConfig};
 use drsync_core::{Clock, Secret, SecretRef, StorageAccess, SystemClock};
+use drsync_planner::Topology;
 use drsync_planner::azure::AzureOps;
 use drsync_planner::azure::arm::{ArmOps, StorageBinding};
 use drsync_planner::executor::{CrashPoint, ExecOptions, Executor, Observer};
 use drsync_planner::store::{Checkpoints, StoreError};
 use drsync_planner::topology::StorageNode;
-use drsync_planner::Topology;
 use tokio::sync::watch;
 
 use crate::embedded::Embedded;
@@ -36,7 +36,11 @@ pub fn resolve_secret(reference: &SecretRef, base: &Path) -> anyhow::Result<Secr
     Ok(reference.resolve_with(
         |name| std::env::var(name).ok(),
         |path| {
-            let path = if path.is_relative() { base.join(path) } else { path.to_path_buf() };
+            let path = if path.is_relative() {
+                base.join(path)
+            } else {
+                path.to_path_buf()
+            };
             std::fs::read_to_string(path)
         },
     )?)
@@ -75,7 +79,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("state_dir", &self.state_dir).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,21 +120,32 @@ impl Context {
         })?;
 
         let embedded = config.is_embedded();
-        let (credential, endpoint, emulator): (Option<Arc<dyn TokenCredential>>, Option<String>, Option<Embedded>) =
-            if embedded {
-                if needs == Needs::Azure {
-                    let emu = Embedded::start_with(&config, &state_dir, tweak).await?;
-                    let token = emu.token();
-                    let cred: Arc<dyn TokenCredential> =
-                        Arc::new(StaticTokenCredential::new(token.token, Some(token.expires_on)));
-                    (Some(cred), Some(emu.base_url()), Some(emu))
-                } else {
-                    (None, None, None)
-                }
+        let (credential, endpoint, emulator): (
+            Option<Arc<dyn TokenCredential>>,
+            Option<String>,
+            Option<Embedded>,
+        ) = if embedded {
+            if needs == Needs::Azure {
+                let emu = Embedded::start_with(&config, &state_dir, tweak).await?;
+                let token = emu.token();
+                let cred: Arc<dyn TokenCredential> = Arc::new(StaticTokenCredential::new(
+                    token.token,
+                    Some(token.expires_on),
+                ));
+                (Some(cred), Some(emu.base_url()), Some(emu))
             } else {
-                let cred = credential(&config, clock.clone())?;
-                (Some(cred), config.azure.endpoint.url().map(str::to_owned), None)
+                (None, None, None)
+            }
+        } else {
+            // Local-state commands need no credential (they work with secrets unset); storage
+            // commands use it only for token-authenticated accounts, and report that then.
+            let cred = match needs {
+                Needs::State => None,
+                Needs::Storage => credential(&config, clock.clone()).ok(),
+                Needs::Azure => Some(credential(&config, clock.clone())?),
             };
+            (cred, config.azure.endpoint.url().map(str::to_owned), None)
+        };
 
         let mut stores = Vec::new();
         let mut bindings = BTreeMap::new();
@@ -137,37 +154,47 @@ impl Context {
             if embedded {
                 target.endpoint = format!(
                     "dir:{}",
-                    crate::embedded::storage_dir(&config, &state_dir, &target.account, &target.endpoint).display()
+                    crate::embedded::storage_dir(
+                        &config,
+                        &state_dir,
+                        &target.account,
+                        &target.endpoint
+                    )
+                    .display()
                 );
+            }
+            if needs == Needs::State {
+                continue;
             }
             let key = match &target.access {
-                StorageAccess::AccountKey(r) if embedded => Some(crate::embedded::account_key(r, config.base_dir())),
-                StorageAccess::AccountKey(r) => Some(resolve_secret(r, config.base_dir()).with_context(|| {
-                    format!("storage `{}`: cannot read the account key", s.name)
-                })?),
+                StorageAccess::AccountKey(r) if embedded => {
+                    Some(crate::embedded::account_key(r, config.base_dir()))
+                }
+                StorageAccess::AccountKey(r) => {
+                    Some(resolve_secret(r, config.base_dir()).with_context(|| {
+                        format!("storage `{}`: cannot read the account key", s.name)
+                    })?)
+                }
                 _ => None,
             };
-            let store = if needs == Needs::State {
-                None
-            } else {
-                Some(
-                    blob::open(&target, key.clone(), credential.clone())
-                        .with_context(|| format!("storage `{}`", s.name))?,
-                )
-            };
-            if let Some(store) = store {
-                let access = BackupAccess::from_storage_access(&target.access, key).map_err(|e| e.to_string());
-                bindings.insert(
-                    (target.account.clone(), target.container.clone()),
-                    StorageBinding { store: store.clone(), access },
-                );
-                stores.push((s.clone(), store));
-            }
+            let store = blob::open(&target, key.clone(), credential.clone())
+                .with_context(|| format!("storage `{}`", s.name))?;
+            let access =
+                BackupAccess::from_storage_access(&target.access, key).map_err(|e| e.to_string());
+            bindings.insert(
+                (target.account.clone(), target.container.clone()),
+                StorageBinding {
+                    store: store.clone(),
+                    access,
+                },
+            );
+            stores.push((s.clone(), store));
         }
 
         let azure = match (needs, credential, endpoint) {
             (Needs::Azure, Some(cred), Some(endpoint)) => {
-                let url = url::Url::parse(&endpoint).with_context(|| format!("ARM endpoint `{endpoint}`"))?;
+                let url = url::Url::parse(&endpoint)
+                    .with_context(|| format!("ARM endpoint `{endpoint}`"))?;
                 let mut arm = ArmClientConfig::new(url);
                 arm.api_version = config.azure.api_version.clone();
                 arm.limits = ArmLimits {
@@ -185,7 +212,9 @@ impl Context {
                     };
                 }
                 let client = ArmClient::new(arm, cred, clock.clone())?;
-                Some(Arc::new(ArmOps::new(client, clock.clone(), bindings)))
+                Some(Arc::new(
+                    ArmOps::new(client, clock.clone(), bindings).rebase_polling(embedded),
+                ))
             }
             _ => None,
         };
@@ -203,11 +232,19 @@ impl Context {
 
     /// The time scale of embedded mode (1 otherwise).
     pub fn time_scale(&self) -> f64 {
-        if self.config.is_embedded() { self.config.embedded.map_or(1.0, |e| e.time_scale) } else { 1.0 }
+        if self.config.is_embedded() {
+            self.config.embedded.map_or(1.0, |e| e.time_scale)
+        } else {
+            1.0
+        }
     }
 
     /// Executor options from the configuration (scaled in embedded mode).
-    pub fn exec_options(&self, continue_on_error: bool, busy_timeout: Option<Duration>) -> ExecOptions {
+    pub fn exec_options(
+        &self,
+        continue_on_error: bool,
+        busy_timeout: Option<Duration>,
+    ) -> ExecOptions {
         let scale = self.time_scale();
         let scaled = |secs: f64, min: f64| Duration::from_secs_f64((secs * scale).max(min));
         let busy_timeout = busy_timeout.unwrap_or_else(|| scaled(30.0 * 60.0, 10.0));
@@ -229,7 +266,10 @@ impl Context {
         observer: Arc<dyn Observer>,
         cancel: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Executor>> {
-        let azure: Arc<dyn AzureOps> = self.azure.clone().context("Azure is not set up for this command")?;
+        let azure: Arc<dyn AzureOps> = self
+            .azure
+            .clone()
+            .context("Azure is not set up for this command")?;
         Ok(Executor::new(
             azure,
             self.checkpoints.clone(),
@@ -267,7 +307,9 @@ pub fn ctrl_c_channel() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing the current checkpoints; run the same command again to resume");
+            eprintln!(
+                "interrupted: finishing the current checkpoints; run the same command again to resume"
+            );
             let _ = tx.send(true);
             // A second Ctrl-C leaves at once; the checkpoints already written are enough to resume.
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -281,20 +323,33 @@ pub fn ctrl_c_channel() -> watch::Receiver<bool> {
 fn credential(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn TokenCredential>> {
     let azure = &config.azure;
     let Some(cred) = &azure.credential else {
-        anyhow::bail!(Coded::new(Exit::Usage, anyhow::anyhow!("[azure.credential] is required unless endpoint = \"embedded\"")));
+        anyhow::bail!(Coded::new(
+            Exit::Usage,
+            anyhow::anyhow!("[azure.credential] is required unless endpoint = \"embedded\"")
+        ));
     };
     let base = config.base_dir();
     Ok(match cred {
-        CredentialConfig::ClientSecret { client_id, client_secret } => {
+        CredentialConfig::ClientSecret {
+            client_id,
+            client_secret,
+        } => {
             let secret = resolve_secret(client_secret, base).context("client secret")?;
             let authority = url::Url::parse(&azure.authority_host)
                 .with_context(|| format!("authority_host `{}`", azure.authority_host))?;
             let tenant = azure.tenant.clone().context("[azure] tenant is required")?;
-            Arc::new(ClientSecretCredential::new(&authority, &tenant, client_id.clone(), secret, TokenEndpointVersion::V2, clock)?)
+            Arc::new(ClientSecretCredential::new(
+                &authority,
+                &tenant,
+                client_id.clone(),
+                secret,
+                TokenEndpointVersion::V2,
+                clock,
+            )?)
         }
-        CredentialConfig::ManagedIdentity { client_id } => {
-            Arc::new(ManagedIdentityCredential::new(None, client_id.clone(), clock)?)
-        }
+        CredentialConfig::ManagedIdentity { client_id } => Arc::new(
+            ManagedIdentityCredential::new(None, client_id.clone(), clock)?,
+        ),
         CredentialConfig::AzureCli => Arc::new(AzureCliCredential::new(azure.tenant.clone())),
         CredentialConfig::StaticToken { token } => {
             let token = resolve_secret(token, base).context("static token")?;

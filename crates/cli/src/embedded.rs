@@ -33,6 +33,9 @@ const LOCAL_KEY: &str = "ZW1iZWRkZWQtZHJzeW5jLWxvY2FsLWtleS1ub3QtYS1zZWNyZXQ=";
 pub struct Embedded {
     emulator: Emulator,
     state_file: PathBuf,
+    /// Saves are serialized: concurrent steps must not interleave dumps, or an older dump
+    /// could replace a newer one.
+    saving: parking_lot::Mutex<()>,
 }
 
 /// Where the embedded emulator keeps a storage account.
@@ -62,8 +65,11 @@ impl Embedded {
         let time_scale = config.embedded.map_or(1.0, |e| e.time_scale);
         let mut user_identities = Vec::new();
         let mut storage_accounts = Vec::new();
-        let service_ids: Vec<String> =
-            config.services.iter().map(|s| s.service.resource_id()).collect();
+        let service_ids: Vec<String> = config
+            .services
+            .iter()
+            .map(|s| s.service.resource_id())
+            .collect();
         for s in &config.storage {
             let mut granted = service_ids.clone();
             let key = match &s.target.access {
@@ -75,7 +81,10 @@ impl Embedded {
                 }
                 StorageAccess::SystemAssignedIdentity => Secret::new(LOCAL_KEY),
             };
-            if storage_accounts.iter().any(|a: &StorageAccountConfig| a.name == s.target.account) {
+            if storage_accounts
+                .iter()
+                .any(|a: &StorageAccountConfig| a.name == s.target.account)
+            {
                 continue;
             }
             storage_accounts.push(StorageAccountConfig {
@@ -150,7 +159,11 @@ impl Embedded {
             }
         }
         tracing::info!(url = %emulator.base_url(), time_scale, "embedded emulator started");
-        Ok(Self { emulator, state_file })
+        Ok(Self {
+            emulator,
+            state_file,
+            saving: parking_lot::Mutex::new(()),
+        })
     }
 
     /// The ARM endpoint (`http://127.0.0.1:PORT`).
@@ -170,6 +183,7 @@ impl Embedded {
 
     /// Saves the emulator's state for the next run.
     pub fn save(&self) -> anyhow::Result<()> {
+        let _guard = self.saving.lock();
         let json = self.emulator.state().dump_state_json();
         let tmp = self.state_file.with_extension("json.tmp");
         std::fs::write(&tmp, json).with_context(|| format!("cannot write `{}`", tmp.display()))?;
@@ -193,5 +207,12 @@ fn uuid_like(text: &str) -> String {
         h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
     let s = format!("{h:032x}");
-    format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..]
+    )
 }

@@ -150,12 +150,18 @@ pub struct AzureError {
 impl AzureError {
     /// An error of `kind`.
     pub fn new(kind: AzureErrorKind, code: Option<&str>, message: impl Into<String>) -> Self {
-        Self { kind, code: code.map(str::to_owned), message: message.into() }
+        Self {
+            kind,
+            code: code.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     /// The code, or a drsync code derived from the kind.
     pub fn code_or_kind(&self) -> String {
-        self.code.clone().unwrap_or_else(|| format!("{:?}", self.kind))
+        self.code
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", self.kind))
     }
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use drsync_arm_client::blob::{BlobError, BlobStore};
 use drsync_core::{BackupName, BackupRecord, Consistency, Timestamp};
 
-use crate::store::{BackupDoc, Checkpoints, SkuDoc, StoreError, SCHEMA_VERSION};
+use crate::store::{BackupDoc, Checkpoints, SCHEMA_VERSION, SkuDoc, StoreError};
 use crate::topology::{StorageNode, Topology};
 
 #[cfg(test)]
@@ -55,19 +55,34 @@ pub enum CatalogError {
 pub fn entries(checkpoints: &Checkpoints) -> Result<Vec<CatalogEntry>, CatalogError> {
     let mut out = Vec::new();
     for doc in checkpoints.backups()? {
-        let record = doc
-            .to_record()
-            .map_err(|reason| CatalogError::Damaged { backup: doc.backup.to_string(), reason })?;
-        out.push(CatalogEntry { record, run_id: doc.run_id });
+        let record = doc.to_record().map_err(|reason| CatalogError::Damaged {
+            backup: doc.backup.to_string(),
+            reason,
+        })?;
+        out.push(CatalogEntry {
+            record,
+            run_id: doc.run_id,
+        });
     }
-    out.sort_by(|a, b| a.record.created_at.cmp(&b.record.created_at).then(a.record.name.cmp(&b.record.name)));
+    out.sort_by(|a, b| {
+        a.record
+            .created_at
+            .cmp(&b.record.created_at)
+            .then(a.record.name.cmp(&b.record.name))
+    });
     Ok(out)
 }
 
 /// Writes the sidecar blob of a backup.
 pub async fn write_sidecar(store: &dyn BlobStore, doc: &BackupDoc) -> Result<(), BlobError> {
     let body = serde_json::to_vec_pretty(doc).expect("sidecars serialize");
-    store.put(&doc.container, &doc.backup.sidecar_blob(), Bytes::from(body)).await
+    store
+        .put(
+            &doc.container,
+            &doc.backup.sidecar_blob(),
+            Bytes::from(body),
+        )
+        .await
 }
 
 /// Reads the sidecar blob of a backup, if present and readable.
@@ -115,18 +130,24 @@ pub async fn sync_from_storage(
             continue;
         }
         if !store.container_exists(container).await? {
-            report.missing_containers.push(format!("{account}/{container}"));
+            report
+                .missing_containers
+                .push(format!("{account}/{container}"));
             continue;
         }
         let blobs = store.list(container, "").await?;
         let mut found = std::collections::BTreeSet::new();
         for blob in &blobs {
-            let Ok(name) = BackupName::parse(&blob.name) else { continue };
+            let Ok(name) = BackupName::parse(&blob.name) else {
+                continue;
+            };
             let doc = match read_sidecar(store.as_ref(), container, &name).await? {
                 Some(doc) => doc,
                 None => {
                     let Some(service) = topology.service(name.service()) else {
-                        report.unknown_source.push(format!("{account}/{container}/{name}"));
+                        report
+                            .unknown_source
+                            .push(format!("{account}/{container}/{name}"));
                         continue;
                     };
                     report.without_sidecar.push(name.to_string());
@@ -136,7 +157,10 @@ pub async fn sync_from_storage(
                         schema_version: SCHEMA_VERSION,
                         backup: name.clone(),
                         source: service.service.resource_id(),
-                        sku: SkuDoc { tier: service.sku.tier, capacity: service.sku.capacity },
+                        sku: SkuDoc {
+                            tier: service.sku.tier,
+                            capacity: service.sku.capacity,
+                        },
                         storage_account: account.clone(),
                         container: container.clone(),
                         created_at,
@@ -152,7 +176,10 @@ pub async fn sync_from_storage(
             checkpoints.put_backup(&doc)?;
         }
         for doc in checkpoints.backups()? {
-            if &doc.storage_account == account && &doc.container == container && !found.contains(&doc.backup) {
+            if &doc.storage_account == account
+                && &doc.container == container
+                && !found.contains(&doc.backup)
+            {
                 checkpoints.delete_backup(&doc.backup)?;
                 report.removed.push(doc.backup.to_string());
             }
@@ -185,9 +212,13 @@ pub async fn prune(
     for r in topology.replications() {
         let node = topology.storage_of(r);
         let (account, container) = (&node.target.account, &node.target.container);
-        let keep = crate::plan::latest_valid(&all, &r.from, account, container, now).map(|e| e.record.name.clone());
+        let keep = crate::plan::latest_valid(&all, &r.from, account, container, now)
+            .map(|e| e.record.name.clone());
         let retention = chrono::Duration::from_std(r.retention).unwrap_or(chrono::Duration::MAX);
-        let Some((_, store)) = stores.iter().find(|(n, _)| &n.target.account == account && &n.target.container == container) else {
+        let Some((_, store)) = stores
+            .iter()
+            .find(|(n, _)| &n.target.account == account && &n.target.container == container)
+        else {
             continue;
         };
         for e in all.iter().filter(|e| {
@@ -195,22 +226,33 @@ pub async fn prune(
                 && &e.record.storage_account == account
                 && &e.record.container == container
         }) {
-            if Some(&e.record.name) == keep.as_ref() || pruned.iter().any(|p: &Pruned| p.backup == e.record.name) {
+            if Some(&e.record.name) == keep.as_ref()
+                || pruned.iter().any(|p: &Pruned| p.backup == e.record.name)
+            {
                 continue;
             }
             let reason = if !e.record.is_restorable_at(now) {
                 "expired (older than 30 days)".to_owned()
             } else if e.record.age(now) > retention {
-                format!("older than the retention of {} of `{}`", crate::plan::human(r.retention), r.name)
+                format!(
+                    "older than the retention of {} of `{}`",
+                    crate::plan::human(r.retention),
+                    r.name
+                )
             } else {
                 continue;
             };
             if !dry_run {
                 store.delete(container, e.record.name.as_str()).await?;
-                store.delete(container, &e.record.name.sidecar_blob()).await?;
+                store
+                    .delete(container, &e.record.name.sidecar_blob())
+                    .await?;
                 checkpoints.delete_backup(&e.record.name)?;
             }
-            pruned.push(Pruned { backup: e.record.name.clone(), reason });
+            pruned.push(Pruned {
+                backup: e.record.name.clone(),
+                reason,
+            });
         }
     }
     Ok(pruned)

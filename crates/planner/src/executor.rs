@@ -31,12 +31,15 @@ use uuid::Uuid;
 
 use drsync_core::{BackupName, BackupRecord, Clock, Consistency, ServiceRef, Timestamp};
 
-use crate::azure::{AzureError, AzureErrorKind, AzureOps, Begun, EntityKind, OpHandle, OpKind, PollStatus, ServiceState};
+use crate::azure::{
+    AzureError, AzureErrorKind, AzureOps, Begun, EntityKind, OpHandle, OpKind, PollStatus,
+    ServiceState,
+};
 use crate::catalog::{self, CatalogEntry};
 use crate::plan::{Action, BackupSource, Plan, Step};
 use crate::store::{
-    BackupDoc, Checkpoints, RestoreDoc, RunRecord, RunStatus, SCHEMA_VERSION, StepRecord, StepState,
-    StoreError,
+    BackupDoc, Checkpoints, RestoreDoc, RunRecord, RunStatus, SCHEMA_VERSION, StepRecord,
+    StepState, StoreError,
 };
 use crate::topology::Topology;
 
@@ -59,7 +62,9 @@ impl CrashPoint {
     /// Parses `state:kind`.
     pub fn parse(text: &str) -> Option<Self> {
         let (state, kind) = text.split_once(':')?;
-        let state = ["intent", "posted", "accepted", "succeeded"].into_iter().find(|s| *s == state)?;
+        let state = ["intent", "posted", "accepted", "succeeded"]
+            .into_iter()
+            .find(|s| *s == state)?;
         let kind = match kind {
             "backup" => OpKind::Backup,
             "restore" => OpKind::Restore,
@@ -196,10 +201,20 @@ pub enum ExecError {
 
 enum StepEnd {
     Succeeded,
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
     Interrupted,
-    LeaseHeld { service: String, owner: String, until: Timestamp },
+    LeaseHeld {
+        service: String,
+        owner: String,
+        until: Timestamp,
+    },
 }
+
+/// (run, source service, entity kind): a source's names cached for one run.
+type SourceKey = (Uuid, String, &'static str);
 
 /// Runs plans.
 pub struct Executor {
@@ -211,12 +226,14 @@ pub struct Executor {
     observer: Arc<dyn Observer>,
     cancel: watch::Receiver<bool>,
     /// A source's entity names, read once per run for all its targets' verifications.
-    source_names: parking_lot::Mutex<BTreeMap<(Uuid, String, &'static str), Vec<String>>>,
+    source_names: parking_lot::Mutex<BTreeMap<SourceKey, Vec<String>>>,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -258,14 +275,31 @@ impl Executor {
         };
         self.checkpoints.put_run(&run)?;
         for s in &run.plan.steps {
-            self.checkpoints.put_step(&StepRecord::pending(run.run_id, &s.id, now))?;
+            self.checkpoints
+                .put_step(&StepRecord::pending(run.run_id, &s.id, now))?;
         }
         Ok(run)
     }
 
-    /// The newest unfinished run, if any (what `drsync sync` resumes).
+    /// Every unfinished run, oldest first (what `drsync sync` resumes, in this order: an older
+    /// run may hold the leases a newer one waits for).
+    pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(self
+            .checkpoints
+            .runs()?
+            .into_iter()
+            .filter(|r| r.status.is_unfinished())
+            .collect())
+    }
+
+    /// The newest unfinished run, if any.
     pub fn unfinished_run(&self) -> Result<Option<RunRecord>, StoreError> {
-        Ok(self.checkpoints.runs()?.into_iter().rev().find(|r| r.status.is_unfinished()))
+        Ok(self
+            .checkpoints
+            .runs()?
+            .into_iter()
+            .rev()
+            .find(|r| r.status.is_unfinished()))
     }
 
     /// Runs (or resumes) `run` to its end.
@@ -297,6 +331,7 @@ impl Executor {
         let mut lease_held = None;
         let mut cancel = self.cancel.clone();
         let mut stop_starting = false;
+        let mut cancel_open = true;
 
         loop {
             if *cancel.borrow() {
@@ -312,12 +347,21 @@ impl Executor {
                         continue;
                     }
                     if let Some(dep) = s.after.iter().find(|d| {
-                        matches!(states.get(*d), Some(StepState::Failed { .. } | StepState::Skipped { .. }))
+                        matches!(
+                            states.get(*d),
+                            Some(StepState::Failed { .. } | StepState::Skipped { .. })
+                        )
                     }) {
                         let reason = format!("`{dep}` did not succeed");
-                        let state = StepState::Skipped { reason: reason.clone() };
+                        let state = StepState::Skipped {
+                            reason: reason.clone(),
+                        };
                         self.save_state(&run, &s.id, state.clone())?;
-                        self.observer.event(&Event::Finished { step: s.id.clone(), state: "skipped", message: reason });
+                        self.observer.event(&Event::Finished {
+                            step: s.id.clone(),
+                            state: "skipped",
+                            message: reason,
+                        });
                         states.insert(s.id.clone(), state);
                         changed = true;
                     }
@@ -337,7 +381,10 @@ impl Executor {
                     if states[&s.id].is_final() || running_ids.contains(&s.id) {
                         continue;
                     }
-                    let deps_ok = s.after.iter().all(|d| matches!(states.get(d), Some(StepState::Succeeded { .. })));
+                    let deps_ok = s
+                        .after
+                        .iter()
+                        .all(|d| matches!(states.get(d), Some(StepState::Succeeded { .. })));
                     let is_preflight = matches!(s.action, Action::Preflight { .. });
                     if !deps_ok || (!is_preflight && !preflights_done) {
                         continue;
@@ -350,7 +397,10 @@ impl Executor {
                         busy_services.insert(svc.clone());
                     }
                     running_ids.insert(s.id.clone());
-                    self.observer.event(&Event::Started { step: s.id.clone(), state: states[&s.id].name() });
+                    self.observer.event(&Event::Started {
+                        step: s.id.clone(),
+                        state: states[&s.id].name(),
+                    });
                     let this = Arc::clone(self);
                     let (run, step) = (Arc::clone(&run), s.clone());
                     running.spawn(async move {
@@ -365,10 +415,10 @@ impl Executor {
             }
             let joined = tokio::select! {
                 joined = running.join_next() => joined,
-                changed = cancel.changed(), if !stop_starting => {
+                changed = cancel.changed(), if !stop_starting && cancel_open => {
                     if changed.is_err() {
-                        // The sender is gone: nobody can cancel any more; keep going.
-                        stop_starting = false;
+                        // The sender is gone: nobody can cancel any more; stop listening.
+                        cancel_open = false;
                     }
                     continue;
                 }
@@ -383,10 +433,17 @@ impl Executor {
             if let Some(svc) = step.action.service() {
                 busy_services.remove(&svc.to_ascii_lowercase());
             }
-            let rec = self.checkpoints.step(run.run_id, &id)?.expect("step record");
+            let rec = self
+                .checkpoints
+                .step(run.run_id, &id)?
+                .expect("step record");
             match end {
                 StepEnd::Succeeded => {
-                    self.observer.event(&Event::Finished { step: id.clone(), state: "succeeded", message: summary(&rec) });
+                    self.observer.event(&Event::Finished {
+                        step: id.clone(),
+                        state: "succeeded",
+                        message: summary(&rec),
+                    });
                 }
                 StepEnd::Failed { code, message } => {
                     self.observer.event(&Event::Finished {
@@ -400,7 +457,11 @@ impl Executor {
                     }
                 }
                 StepEnd::Interrupted => interrupted = true,
-                StepEnd::LeaseHeld { service, owner, until } => {
+                StepEnd::LeaseHeld {
+                    service,
+                    owner,
+                    until,
+                } => {
                     stop_starting = true;
                     lease_held.get_or_insert((service, owner, until));
                 }
@@ -410,10 +471,18 @@ impl Executor {
 
         let now = self.clock.now();
         let mut run = (*run).clone();
-        let all_done = run.plan.steps.iter().all(|s| matches!(states[&s.id], StepState::Succeeded { .. }));
+        let all_done = run
+            .plan
+            .steps
+            .iter()
+            .all(|s| matches!(states[&s.id], StepState::Succeeded { .. }));
         let outcome = if let Some((service, owner, until)) = lease_held {
             run.status = RunStatus::Interrupted;
-            Outcome::LeaseHeld { service, owner, until }
+            Outcome::LeaseHeld {
+                service,
+                owner,
+                until,
+            }
         } else if !failures.is_empty() {
             run.status = RunStatus::Failed;
             run.finished_at = Some(now);
@@ -435,7 +504,12 @@ impl Executor {
         Ok(outcome)
     }
 
-    fn save_state(&self, run: &RunRecord, step: &str, state: StepState) -> Result<StepRecord, StoreError> {
+    fn save_state(
+        &self,
+        run: &RunRecord,
+        step: &str,
+        state: StepState,
+    ) -> Result<StepRecord, StoreError> {
         let mut rec = self
             .checkpoints
             .step(run.run_id, step)?
@@ -453,13 +527,20 @@ impl Executor {
         self.observer.event(&Event::State {
             step: rec.step_id.clone(),
             state: rec.state.name(),
-            detail: rec.backup.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+            detail: rec
+                .backup
+                .as_ref()
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
         });
         Ok(())
     }
 
     fn note(&self, rec: &mut StepRecord, text: String) -> Result<(), StoreError> {
-        self.observer.event(&Event::Note { step: rec.step_id.clone(), text: text.clone() });
+        self.observer.event(&Event::Note {
+            step: rec.step_id.clone(),
+            text: text.clone(),
+        });
         rec.notes.push(text);
         rec.updated_at = self.clock.now();
         self.checkpoints.put_step(rec)
@@ -470,7 +551,9 @@ impl Executor {
             if c.state == state && c.kind == kind {
                 // SIGKILL ourselves: no destructors, no flush beyond what was already flushed.
                 let pid = std::process::id().to_string();
-                let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
                 std::process::abort();
             }
         }
@@ -479,9 +562,23 @@ impl Executor {
     async fn run_step(&self, run: &RunRecord, step: &Step) -> StepEnd {
         let result = match &step.action {
             Action::Preflight { .. } => self.preflight_step(run, step).await,
-            Action::Backup { service, storage } => self.with_lease(run, step, service, self.backup_step(run, step, service, storage)).await,
+            Action::Backup { service, storage } => {
+                self.with_lease(
+                    run,
+                    step,
+                    service,
+                    self.backup_step(run, step, service, storage),
+                )
+                .await
+            }
             Action::Restore { target, backup } => {
-                self.with_lease(run, step, target, self.restore_step(run, step, target, backup)).await
+                self.with_lease(
+                    run,
+                    step,
+                    target,
+                    self.restore_step(run, step, target, backup),
+                )
+                .await
             }
             Action::Verify { target, source } => self.verify_step(run, step, target, source).await,
         };
@@ -492,9 +589,16 @@ impl Executor {
                 let _ = self.save_state(
                     run,
                     &step.id,
-                    StepState::Failed { at: self.clock.now(), code: "StateError".into(), message: message.clone() },
+                    StepState::Failed {
+                        at: self.clock.now(),
+                        code: "StateError".into(),
+                        message: message.clone(),
+                    },
                 );
-                StepEnd::Failed { code: "StateError".into(), message }
+                StepEnd::Failed {
+                    code: "StateError".into(),
+                    message,
+                }
             }
         }
     }
@@ -507,15 +611,28 @@ impl Executor {
         body: impl std::future::Future<Output = Result<StepEnd, StoreError>>,
     ) -> Result<StepEnd, StoreError> {
         let Some(node) = self.topology.service(service) else {
-            return self.fail(run, step, "UnknownService", format!("service `{service}` is not configured"));
+            return self.fail(
+                run,
+                step,
+                "UnknownService",
+                format!("service `{service}` is not configured"),
+            );
         };
         let id = node.service.resource_id();
         let owner = format!("{}/{}", run.run_id, step.id);
-        let ttl = chrono::Duration::from_std(self.options.lease_ttl).unwrap_or(chrono::Duration::hours(1));
-        match self.checkpoints.try_lease(&id, &owner, ttl, self.clock.now())? {
+        let ttl = chrono::Duration::from_std(self.options.lease_ttl)
+            .unwrap_or(chrono::Duration::hours(1));
+        match self
+            .checkpoints
+            .try_lease(&id, &owner, ttl, self.clock.now())?
+        {
             Ok(_) => {}
             Err(held) => {
-                return Ok(StepEnd::LeaseHeld { service: service.into(), owner: held.owner, until: held.expires_at });
+                return Ok(StepEnd::LeaseHeld {
+                    service: service.into(),
+                    owner: held.owner,
+                    until: held.expires_at,
+                });
             }
         }
         let end = body.await;
@@ -526,16 +643,41 @@ impl Executor {
         end
     }
 
-    fn renew_lease(&self, run: &RunRecord, step: &Step, service: &ServiceRef) -> Result<(), StoreError> {
+    fn renew_lease(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        service: &ServiceRef,
+    ) -> Result<(), StoreError> {
         let owner = format!("{}/{}", run.run_id, step.id);
-        let ttl = chrono::Duration::from_std(self.options.lease_ttl).unwrap_or(chrono::Duration::hours(1));
-        let _ = self.checkpoints.try_lease(&service.resource_id(), &owner, ttl, self.clock.now())?;
+        let ttl = chrono::Duration::from_std(self.options.lease_ttl)
+            .unwrap_or(chrono::Duration::hours(1));
+        let _ =
+            self.checkpoints
+                .try_lease(&service.resource_id(), &owner, ttl, self.clock.now())?;
         Ok(())
     }
 
-    fn fail(&self, run: &RunRecord, step: &Step, code: &str, message: String) -> Result<StepEnd, StoreError> {
-        self.save_state(run, &step.id, StepState::Failed { at: self.clock.now(), code: code.into(), message: message.clone() })?;
-        Ok(StepEnd::Failed { code: code.into(), message })
+    fn fail(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        code: &str,
+        message: String,
+    ) -> Result<StepEnd, StoreError> {
+        self.save_state(
+            run,
+            &step.id,
+            StepState::Failed {
+                at: self.clock.now(),
+                code: code.into(),
+                message: message.clone(),
+            },
+        )?;
+        Ok(StepEnd::Failed {
+            code: code.into(),
+            message,
+        })
     }
 
     /// Sleeps, unless cancelled first (returns `false`).
@@ -544,10 +686,18 @@ impl Executor {
         if *cancel.borrow() {
             return false;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            r = cancel.wait_for(|c| *c) => r.is_err(),
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
+        let cancelled = tokio::select! {
+            _ = &mut sleep => return true,
+            r = cancel.wait_for(|c| *c) => r.is_ok(),
+        };
+        if cancelled {
+            return false;
         }
+        // Nobody can cancel any more: sleep the whole time.
+        sleep.await;
+        true
     }
 
     /// Waits until the service is `Succeeded`, bounded by the busy timeout.
@@ -561,7 +711,10 @@ impl Executor {
                     if !noted {
                         self.observer.event(&Event::Note {
                             step: step.into(),
-                            text: format!("service `{}` is {}; waiting for it", service.name, s.provisioning_state),
+                            text: format!(
+                                "service `{}` is {}; waiting for it",
+                                service.name, s.provisioning_state
+                            ),
                         });
                         noted = true;
                     }
@@ -580,7 +733,10 @@ impl Executor {
                 Ok(s) => {
                     return Err(WaitEnd::Failed(
                         "ServiceNotReady".into(),
-                        format!("service `{}` is in state {}, not Succeeded", service.name, s.provisioning_state),
+                        format!(
+                            "service `{}` is in state {}, not Succeeded",
+                            service.name, s.provisioning_state
+                        ),
                     ));
                 }
                 Err(e) if retryable(&e) => {
@@ -597,13 +753,17 @@ impl Executor {
     }
 
     async fn preflight_step(&self, run: &RunRecord, step: &Step) -> Result<StepEnd, StoreError> {
-        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+        let mut rec = self
+            .checkpoints
+            .step(run.run_id, &step.id)?
+            .expect("created");
         if matches!(rec.state, StepState::Succeeded { .. }) {
             return Ok(StepEnd::Succeeded);
         }
         let deadline = tokio::time::Instant::now() + self.options.busy_timeout;
         loop {
-            let catalog = catalog::entries(&self.checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+            let catalog =
+                catalog::entries(&self.checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
             let result = crate::preflight::check(
                 self.azure.as_ref(),
                 &self.topology,
@@ -618,17 +778,29 @@ impl Executor {
                     for n in report.notes {
                         self.note(&mut rec, n)?;
                     }
-                    self.save(&mut rec, StepState::Succeeded { at: self.clock.now() })?;
+                    self.save(
+                        &mut rec,
+                        StepState::Succeeded {
+                            at: self.clock.now(),
+                        },
+                    )?;
                     return Ok(StepEnd::Succeeded);
                 }
                 Err(e) if e.only_busy && tokio::time::Instant::now() < deadline => {
-                    self.observer.event(&Event::Note { step: step.id.clone(), text: format!("{e}; waiting") });
+                    self.observer.event(&Event::Note {
+                        step: step.id.clone(),
+                        text: format!("{e}; waiting"),
+                    });
                     if !self.sleep(self.options.busy_poll).await {
                         return Ok(StepEnd::Interrupted);
                     }
                 }
                 Err(e) => {
-                    let code = if e.only_busy { "ServiceBusy" } else { "PreflightFailed" };
+                    let code = if e.only_busy {
+                        "ServiceBusy"
+                    } else {
+                        "PreflightFailed"
+                    };
                     return self.fail(run, step, code, e.to_string());
                 }
             }
@@ -639,10 +811,27 @@ impl Executor {
         self.topology.storage(storage).map(|s| s.target.clone())
     }
 
-    async fn backup_step(&self, run: &RunRecord, step: &Step, service: &str, storage: &str) -> Result<StepEnd, StoreError> {
-        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
-        let (Some(node), Some(target)) = (self.topology.service(service).cloned(), self.storage_for(storage)) else {
-            return self.fail(run, step, "UnknownService", format!("`{service}` or storage `{storage}` is not configured"));
+    async fn backup_step(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        service: &str,
+        storage: &str,
+    ) -> Result<StepEnd, StoreError> {
+        let mut rec = self
+            .checkpoints
+            .step(run.run_id, &step.id)?
+            .expect("created");
+        let (Some(node), Some(target)) = (
+            self.topology.service(service).cloned(),
+            self.storage_for(storage),
+        ) else {
+            return self.fail(
+                run,
+                step,
+                "UnknownService",
+                format!("`{service}` or storage `{storage}` is not configured"),
+            );
         };
         let svc = node.service.clone();
         let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
@@ -655,14 +844,23 @@ impl Executor {
         loop {
             match rec.state.clone() {
                 StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
-                StepState::Failed { code, message, .. } => return Ok(StepEnd::Failed { code, message }),
-                StepState::Skipped { reason } => return Ok(StepEnd::Failed { code: "Skipped".into(), message: reason }),
+                StepState::Failed { code, message, .. } => {
+                    return Ok(StepEnd::Failed { code, message });
+                }
+                StepState::Skipped { reason } => {
+                    return Ok(StepEnd::Failed {
+                        code: "Skipped".into(),
+                        message: reason,
+                    });
+                }
                 StepState::Pending => {
                     if seen_busy {
                         match self.wait_ready(&step.id, &svc).await {
                             Ok(state) => source_sku = Some(state.sku),
                             Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-                            Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                            Err(WaitEnd::Failed(code, message)) => {
+                                return self.fail(run, step, &code, message);
+                            }
                         }
                     }
                     if *self.cancel.borrow() {
@@ -680,18 +878,32 @@ impl Executor {
                     rec.backup = Some(BackupName::new(&node.service.name, at, run.run_id));
                     rec.change_marker = marker;
                     rec.attempt += 1;
-                    self.save(&mut rec, StepState::Intent { at: self.clock.now() })?;
+                    self.save(
+                        &mut rec,
+                        StepState::Intent {
+                            at: self.clock.now(),
+                        },
+                    )?;
                     self.crash_if("intent", OpKind::Backup);
                     let name = rec.backup.clone().expect("set");
                     let begun = self.azure.begin(OpKind::Backup, &svc, &target, &name).await;
                     self.crash_if("posted", OpKind::Backup);
                     match begun {
                         Ok(Begun::Accepted(handle)) => {
-                            self.save(&mut rec, StepState::Accepted { at: self.clock.now(), poll: handle.0 })?;
+                            self.save(
+                                &mut rec,
+                                StepState::Accepted {
+                                    at: self.clock.now(),
+                                    poll: handle.0,
+                                },
+                            )?;
                             self.crash_if("accepted", OpKind::Backup);
                         }
                         Ok(Begun::Completed) => {
-                            if let Some(end) = self.finish_backup(run, step, &mut rec, &node, &target, source_sku).await? {
+                            if let Some(end) = self
+                                .finish_backup(run, step, &mut rec, &node, &target, source_sku)
+                                .await?
+                            {
                                 return Ok(end);
                             }
                         }
@@ -700,21 +912,47 @@ impl Executor {
                             seen_busy = true;
                             self.save(&mut rec, StepState::Pending)?;
                             if tokio::time::Instant::now() >= busy_deadline {
-                                return self.fail(run, step, "ServiceBusy", format!("{}; gave up after {}", e.message, crate::plan::human(self.options.busy_timeout)));
+                                return self.fail(
+                                    run,
+                                    step,
+                                    "ServiceBusy",
+                                    format!(
+                                        "{}; gave up after {}",
+                                        e.message,
+                                        crate::plan::human(self.options.busy_timeout)
+                                    ),
+                                );
                             }
-                            self.observer.event(&Event::Note { step: step.id.clone(), text: format!("{}; waiting", e.message) });
+                            self.observer.event(&Event::Note {
+                                step: step.id.clone(),
+                                text: format!("{}; waiting", e.message),
+                            });
                             if !self.sleep(self.options.busy_poll).await {
                                 return Ok(StepEnd::Interrupted);
                             }
                         }
-                        Err(e) if matches!(e.kind, AzureErrorKind::Unavailable | AzureErrorKind::Throttled) => {
+                        Err(e)
+                            if matches!(
+                                e.kind,
+                                AzureErrorKind::Unavailable | AzureErrorKind::Throttled
+                            ) =>
+                        {
                             // Fate unknown: stay `Intent` and settle by looking at Azure.
                             unknown_fate_retries += 1;
                             if unknown_fate_retries > 5 {
                                 return self.fail(run, step, &e.code_or_kind(), e.message);
                             }
-                            self.note(&mut rec, format!("backup POST outcome unknown ({}); checking Azure", e.message))?;
-                            if !self.sleep(self.options.busy_poll.min(Duration::from_secs(5))).await {
+                            self.note(
+                                &mut rec,
+                                format!(
+                                    "backup POST outcome unknown ({}); checking Azure",
+                                    e.message
+                                ),
+                            )?;
+                            if !self
+                                .sleep(self.options.busy_poll.min(Duration::from_secs(5)))
+                                .await
+                            {
                                 return Ok(StepEnd::Interrupted);
                             }
                         }
@@ -727,7 +965,9 @@ impl Executor {
                     match self.wait_ready(&step.id, &svc).await {
                         Ok(_) => {}
                         Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                        Err(WaitEnd::Failed(code, message)) => {
+                            return self.fail(run, step, &code, message);
+                        }
                     }
                     let name = rec.backup.clone().expect("intent names its backup");
                     let store = match self.azure.blob_store(&target) {
@@ -736,13 +976,24 @@ impl Executor {
                     };
                     match store.head(&target.container, name.as_str()).await {
                         Ok(Some(_)) => {
-                            self.note(&mut rec, format!("settled: backup `{name}` exists in storage; not POSTing again"))?;
-                            if let Some(end) = self.finish_backup(run, step, &mut rec, &node, &target, source_sku).await? {
+                            self.note(
+                                &mut rec,
+                                format!(
+                                    "settled: backup `{name}` exists in storage; not POSTing again"
+                                ),
+                            )?;
+                            if let Some(end) = self
+                                .finish_backup(run, step, &mut rec, &node, &target, source_sku)
+                                .await?
+                            {
                                 return Ok(end);
                             }
                         }
                         Ok(None) => {
-                            self.note(&mut rec, format!("settled: backup `{name}` never happened; issuing it"))?;
+                            self.note(
+                                &mut rec,
+                                format!("settled: backup `{name}` never happened; issuing it"),
+                            )?;
                             rec.attempt = rec.attempt.saturating_sub(1);
                             self.save(&mut rec, StepState::Pending)?;
                             busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
@@ -751,15 +1002,29 @@ impl Executor {
                     }
                 }
                 StepState::Accepted { poll, .. } => {
-                    match self.poll_until_done(run, step, &mut rec, &svc, OpHandle(poll)).await? {
+                    match self
+                        .poll_until_done(run, step, &mut rec, &svc, OpHandle(poll))
+                        .await?
+                    {
                         PollEnd::Succeeded => {
-                            if let Some(end) = self.finish_backup(run, step, &mut rec, &node, &target, source_sku).await? {
+                            if let Some(end) = self
+                                .finish_backup(run, step, &mut rec, &node, &target, source_sku)
+                                .await?
+                            {
                                 return Ok(end);
                             }
                         }
                         PollEnd::Lost => {
-                            self.note(&mut rec, "the operation is no longer known to Azure; settling".into())?;
-                            self.save(&mut rec, StepState::Intent { at: self.clock.now() })?;
+                            self.note(
+                                &mut rec,
+                                "the operation is no longer known to Azure; settling".into(),
+                            )?;
+                            self.save(
+                                &mut rec,
+                                StepState::Intent {
+                                    at: self.clock.now(),
+                                },
+                            )?;
                         }
                         PollEnd::End(end) => return Ok(end),
                     }
@@ -796,7 +1061,11 @@ impl Executor {
             Ok(m) => m,
             Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
         };
-        let consistency = if after == rec.change_marker { Consistency::Consistent } else { Consistency::Suspect };
+        let consistency = if after == rec.change_marker {
+            Consistency::Consistent
+        } else {
+            Consistency::Suspect
+        };
         rec.manifest = Some(manifest);
         // The SKU as ARM reported it in this step, else as configured: this run's preflight
         // checked the configured tier against ARM.
@@ -819,19 +1088,39 @@ impl Executor {
             Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
         };
         if let Err(e) = catalog::write_sidecar(store.as_ref(), &doc).await {
-            return self.fail(run, step, "StorageError", format!("cannot write the sidecar of `{name}`: {e}")).map(Some);
+            return self
+                .fail(
+                    run,
+                    step,
+                    "StorageError",
+                    format!("cannot write the sidecar of `{name}`: {e}"),
+                )
+                .map(Some);
         }
         self.checkpoints.put_backup(&doc)?;
         if consistency == Consistency::Suspect {
-            let changed = after.map(|t| t.to_rfc3339()).unwrap_or_else(|| "an unknown time".into());
+            let changed = after
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "an unknown time".into());
             if self.options.retry_suspect && rec.attempt < 2 {
                 self.note(rec, format!("backup `{name}` is suspect: `{}` changed at {changed} while it ran; taking one more", node.name()))?;
                 self.save(rec, StepState::Pending)?;
                 return Ok(None);
             }
-            self.note(rec, format!("backup `{name}` is suspect: `{}` changed at {changed} while it ran", node.name()))?;
+            self.note(
+                rec,
+                format!(
+                    "backup `{name}` is suspect: `{}` changed at {changed} while it ran",
+                    node.name()
+                ),
+            )?;
         }
-        self.save(rec, StepState::Succeeded { at: self.clock.now() })?;
+        self.save(
+            rec,
+            StepState::Succeeded {
+                at: self.clock.now(),
+            },
+        )?;
         self.crash_if("succeeded", OpKind::Backup);
         Ok(Some(StepEnd::Succeeded))
     }
@@ -851,7 +1140,10 @@ impl Executor {
                 Ok(PollStatus::Failed { code, message }) => {
                     return self.fail(run, step, &code, message).map(PollEnd::End);
                 }
-                Ok(PollStatus::Running { handle: next, retry_after }) => {
+                Ok(PollStatus::Running {
+                    handle: next,
+                    retry_after,
+                }) => {
                     errors = 0;
                     if next != handle {
                         // The poller's state moved on (next poll time, a new Location): keep the
@@ -861,45 +1153,96 @@ impl Executor {
                             StepState::Accepted { at, .. } => at,
                             _ => self.clock.now(),
                         };
-                        rec.state = StepState::Accepted { at, poll: handle.0.clone() };
+                        rec.state = StepState::Accepted {
+                            at,
+                            poll: handle.0.clone(),
+                        };
                         rec.updated_at = self.clock.now();
                         self.checkpoints.put_step(rec)?;
                     }
                     self.renew_lease(run, step, service)?;
-                    if !self.sleep(retry_after.min(self.options.max_poll_interval)).await {
+                    // Poll a little after the announced time: an operation due at T is seldom
+                    // settled at exactly T, and a poll that comes too early costs a read.
+                    let margin = (retry_after / 20).min(Duration::from_millis(250));
+                    if !self
+                        .sleep((retry_after + margin).min(self.options.max_poll_interval))
+                        .await
+                    {
                         return Ok(PollEnd::End(StepEnd::Interrupted));
                     }
                 }
                 Err(e) if e.kind == AzureErrorKind::NotFound => return Ok(PollEnd::Lost),
                 Err(e) if retryable(&e) && errors < 10 => {
                     errors += 1;
-                    if !self.sleep(self.options.busy_poll.min(Duration::from_secs(2 * u64::from(errors)))).await {
+                    if !self
+                        .sleep(
+                            self.options
+                                .busy_poll
+                                .min(Duration::from_secs(2 * u64::from(errors))),
+                        )
+                        .await
+                    {
                         return Ok(PollEnd::End(StepEnd::Interrupted));
                     }
                 }
-                Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message).map(PollEnd::End),
+                Err(e) => {
+                    return self
+                        .fail(run, step, &e.code_or_kind(), e.message)
+                        .map(PollEnd::End);
+                }
             }
         }
     }
 
-    fn resolve_backup(&self, run: &RunRecord, backup: &BackupSource) -> Result<Option<BackupName>, StoreError> {
+    fn resolve_backup(
+        &self,
+        run: &RunRecord,
+        backup: &BackupSource,
+    ) -> Result<Option<BackupName>, StoreError> {
         Ok(match backup {
             BackupSource::Existing(name) => Some(name.clone()),
-            BackupSource::Step(id) => self.checkpoints.step(run.run_id, id)?.and_then(|r| r.backup),
+            BackupSource::Step(id) => self
+                .checkpoints
+                .step(run.run_id, id)?
+                .and_then(|r| r.backup),
         })
     }
 
-    async fn restore_step(&self, run: &RunRecord, step: &Step, target: &str, backup: &BackupSource) -> Result<StepEnd, StoreError> {
-        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+    async fn restore_step(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        target: &str,
+        backup: &BackupSource,
+    ) -> Result<StepEnd, StoreError> {
+        let mut rec = self
+            .checkpoints
+            .step(run.run_id, &step.id)?
+            .expect("created");
         let Some(node) = self.topology.service(target).cloned() else {
-            return self.fail(run, step, "UnknownService", format!("service `{target}` is not configured"));
+            return self.fail(
+                run,
+                step,
+                "UnknownService",
+                format!("service `{target}` is not configured"),
+            );
         };
         let Some(replication) = self.topology.replication(&step.replication) else {
-            return self.fail(run, step, "UnknownReplication", format!("replication `{}` is not configured", step.replication));
+            return self.fail(
+                run,
+                step,
+                "UnknownReplication",
+                format!("replication `{}` is not configured", step.replication),
+            );
         };
         let storage = self.topology.storage_of(replication).target.clone();
         let Some(name) = self.resolve_backup(run, backup)? else {
-            return self.fail(run, step, "NoBackup", format!("{backup} has no backup name"));
+            return self.fail(
+                run,
+                step,
+                "NoBackup",
+                format!("{backup} has no backup name"),
+            );
         };
         if rec.backup.as_ref() != Some(&name) {
             rec.backup = Some(name.clone());
@@ -912,8 +1255,15 @@ impl Executor {
         loop {
             match rec.state.clone() {
                 StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
-                StepState::Failed { code, message, .. } => return Ok(StepEnd::Failed { code, message }),
-                StepState::Skipped { reason } => return Ok(StepEnd::Failed { code: "Skipped".into(), message: reason }),
+                StepState::Failed { code, message, .. } => {
+                    return Ok(StepEnd::Failed { code, message });
+                }
+                StepState::Skipped { reason } => {
+                    return Ok(StepEnd::Failed {
+                        code: "Skipped".into(),
+                        message: reason,
+                    });
+                }
                 StepState::Pending => {
                     // The target's SKU: as ARM reports it after a 409, else as configured (the
                     // run's preflight checked it against ARM).
@@ -921,13 +1271,16 @@ impl Executor {
                         match self.wait_ready(&step.id, &svc).await {
                             Ok(s) => s.sku,
                             Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-                            Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                            Err(WaitEnd::Failed(code, message)) => {
+                                return self.fail(run, step, &code, message);
+                            }
                         }
                     } else {
                         node.sku
                     };
                     // Refuse before the POST what Azure would refuse after it.
-                    let catalog = catalog::entries(&self.checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+                    let catalog = catalog::entries(&self.checkpoints)
+                        .map_err(|e| StoreError::Db(e.to_string()))?;
                     if let Some(entry) = catalog.iter().find(|e| e.record.name == name) {
                         if !entry.record.sku.restorable_into(&target_sku) {
                             return self.fail(run, step, "SkuMismatch", format!(
@@ -936,42 +1289,90 @@ impl Executor {
                             ));
                         }
                         if !entry.record.is_restorable_at(self.clock.now()) {
-                            return self.fail(run, step, "BackupExpired", format!(
-                                "backup `{name}` expired at {}; not restoring", entry.record.expires_at.to_rfc3339()
-                            ));
+                            return self.fail(
+                                run,
+                                step,
+                                "BackupExpired",
+                                format!(
+                                    "backup `{name}` expired at {}; not restoring",
+                                    entry.record.expires_at.to_rfc3339()
+                                ),
+                            );
                         }
                     }
                     if *self.cancel.borrow() {
                         return Ok(StepEnd::Interrupted);
                     }
-                    self.save(&mut rec, StepState::Intent { at: self.clock.now() })?;
+                    self.save(
+                        &mut rec,
+                        StepState::Intent {
+                            at: self.clock.now(),
+                        },
+                    )?;
                     self.crash_if("intent", OpKind::Restore);
-                    let begun = self.azure.begin(OpKind::Restore, &svc, &storage, &name).await;
+                    let begun = self
+                        .azure
+                        .begin(OpKind::Restore, &svc, &storage, &name)
+                        .await;
                     self.crash_if("posted", OpKind::Restore);
                     match begun {
                         Ok(Begun::Accepted(handle)) => {
-                            self.save(&mut rec, StepState::Accepted { at: self.clock.now(), poll: handle.0 })?;
+                            self.save(
+                                &mut rec,
+                                StepState::Accepted {
+                                    at: self.clock.now(),
+                                    poll: handle.0,
+                                },
+                            )?;
                             self.crash_if("accepted", OpKind::Restore);
                         }
-                        Ok(Begun::Completed) => return self.finish_restore(run, step, &mut rec, target, &name),
+                        Ok(Begun::Completed) => {
+                            return self.finish_restore(run, step, &mut rec, target, &name);
+                        }
                         Err(e) if e.kind == AzureErrorKind::Busy => {
                             seen_busy = true;
                             self.save(&mut rec, StepState::Pending)?;
                             if tokio::time::Instant::now() >= busy_deadline {
-                                return self.fail(run, step, "ServiceBusy", format!("{}; gave up after {}", e.message, crate::plan::human(self.options.busy_timeout)));
+                                return self.fail(
+                                    run,
+                                    step,
+                                    "ServiceBusy",
+                                    format!(
+                                        "{}; gave up after {}",
+                                        e.message,
+                                        crate::plan::human(self.options.busy_timeout)
+                                    ),
+                                );
                             }
-                            self.observer.event(&Event::Note { step: step.id.clone(), text: format!("{}; waiting", e.message) });
+                            self.observer.event(&Event::Note {
+                                step: step.id.clone(),
+                                text: format!("{}; waiting", e.message),
+                            });
                             if !self.sleep(self.options.busy_poll).await {
                                 return Ok(StepEnd::Interrupted);
                             }
                         }
-                        Err(e) if matches!(e.kind, AzureErrorKind::Unavailable | AzureErrorKind::Throttled) => {
+                        Err(e)
+                            if matches!(
+                                e.kind,
+                                AzureErrorKind::Unavailable | AzureErrorKind::Throttled
+                            ) =>
+                        {
                             unknown_fate_retries += 1;
                             if unknown_fate_retries > 5 {
                                 return self.fail(run, step, &e.code_or_kind(), e.message);
                             }
-                            self.note(&mut rec, format!("restore POST outcome unknown ({}); checking Azure", e.message))?;
-                            if !self.sleep(self.options.busy_poll.min(Duration::from_secs(5))).await {
+                            self.note(
+                                &mut rec,
+                                format!(
+                                    "restore POST outcome unknown ({}); checking Azure",
+                                    e.message
+                                ),
+                            )?;
+                            if !self
+                                .sleep(self.options.busy_poll.min(Duration::from_secs(5)))
+                                .await
+                            {
                                 return Ok(StepEnd::Interrupted);
                             }
                         }
@@ -984,7 +1385,9 @@ impl Executor {
                     match self.wait_ready(&step.id, &svc).await {
                         Ok(_) => {}
                         Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
-                        Err(WaitEnd::Failed(code, message)) => return self.fail(run, step, &code, message),
+                        Err(WaitEnd::Failed(code, message)) => {
+                            return self.fail(run, step, &code, message);
+                        }
                     }
                     let changed = match self.azure.configuration_change_date(&svc).await {
                         Ok(d) => d,
@@ -995,17 +1398,32 @@ impl Executor {
                         self.note(&mut rec, format!("settled: `{target}` changed after the restore intent; not POSTing again"))?;
                         return self.finish_restore(run, step, &mut rec, target, &name);
                     }
-                    self.note(&mut rec, format!("settled: the restore into `{target}` never happened; issuing it"))?;
+                    self.note(
+                        &mut rec,
+                        format!("settled: the restore into `{target}` never happened; issuing it"),
+                    )?;
                     self.save(&mut rec, StepState::Pending)?;
                     busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
                 }
-                StepState::Accepted { poll, .. } => {
-                    match self.poll_until_done(run, step, &mut rec, &svc, OpHandle(poll)).await? {
-                        PollEnd::Succeeded => return self.finish_restore(run, step, &mut rec, target, &name),
+                StepState::Accepted {
+                    poll,
+                    at: accepted_at,
+                } => {
+                    match self
+                        .poll_until_done(run, step, &mut rec, &svc, OpHandle(poll))
+                        .await?
+                    {
+                        PollEnd::Succeeded => {
+                            return self.finish_restore(run, step, &mut rec, target, &name);
+                        }
                         PollEnd::Lost => {
-                            self.note(&mut rec, "the operation is no longer known to Azure; settling".into())?;
-                            let at = rec.updated_at;
-                            self.save(&mut rec, StepState::Intent { at })?;
+                            self.note(
+                                &mut rec,
+                                "the operation is no longer known to Azure; settling".into(),
+                            )?;
+                            // Settle against the time the restore was accepted: the target's
+                            // configuration changes when the restore completes, after that.
+                            self.save(&mut rec, StepState::Intent { at: accepted_at })?;
                         }
                         PollEnd::End(end) => return Ok(end),
                     }
@@ -1029,13 +1447,20 @@ impl Executor {
             restored_at: self.clock.now(),
             run_id: run.run_id,
         })?;
-        self.save(rec, StepState::Succeeded { at: self.clock.now() })?;
+        self.save(
+            rec,
+            StepState::Succeeded {
+                at: self.clock.now(),
+            },
+        )?;
         self.crash_if("succeeded", OpKind::Restore);
         Ok(StepEnd::Succeeded)
     }
 
     fn verified_kinds(&self, replication: &str) -> Vec<EntityKind> {
-        let Some(r) = self.topology.replication(replication) else { return Vec::new() };
+        let Some(r) = self.topology.replication(replication) else {
+            return Vec::new();
+        };
         let mut kinds = Vec::new();
         if r.verify.apis {
             kinds.push(EntityKind::Apis);
@@ -1053,20 +1478,40 @@ impl Executor {
     /// backup's manifest (read when this run took the backup), or, for a backup taken
     /// earlier, against the source now (differences are then only noted if the source changed
     /// since the backup).
-    async fn verify_step(&self, run: &RunRecord, step: &Step, target: &str, source: &str) -> Result<StepEnd, StoreError> {
-        let mut rec = self.checkpoints.step(run.run_id, &step.id)?.expect("created");
+    async fn verify_step(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        target: &str,
+        source: &str,
+    ) -> Result<StepEnd, StoreError> {
+        let mut rec = self
+            .checkpoints
+            .step(run.run_id, &step.id)?
+            .expect("created");
         if matches!(rec.state, StepState::Succeeded { .. }) {
             return Ok(StepEnd::Succeeded);
         }
-        let (Some(t), Some(s)) = (self.topology.service(target).cloned(), self.topology.service(source).cloned()) else {
-            return self.fail(run, step, "UnknownService", format!("`{target}` or `{source}` is not configured"));
+        let (Some(t), Some(s)) = (
+            self.topology.service(target).cloned(),
+            self.topology.service(source).cloned(),
+        ) else {
+            return self.fail(
+                run,
+                step,
+                "UnknownService",
+                format!("`{target}` or `{source}` is not configured"),
+            );
         };
         let restore_id = step.after.first().cloned().unwrap_or_default();
         let restore = self.checkpoints.step(run.run_id, &restore_id)?;
         let backup = restore.as_ref().and_then(|r| r.backup.clone());
         // The manifest of a backup this run took.
         let manifest = match run.plan.step(&restore_id).map(|s| &s.action) {
-            Some(Action::Restore { backup: BackupSource::Step(id), .. }) => self
+            Some(Action::Restore {
+                backup: BackupSource::Step(id),
+                ..
+            }) => self
                 .checkpoints
                 .step(run.run_id, id)?
                 .filter(|b| b.backup == backup)
@@ -1080,7 +1525,9 @@ impl Executor {
                 .find(|e| &e.record.name == b),
             None => None,
         };
-        let consistent = entry.as_ref().is_some_and(|e| e.record.consistency == Consistency::Consistent);
+        let consistent = entry
+            .as_ref()
+            .is_some_and(|e| e.record.consistency == Consistency::Consistent);
         let mut differences = Vec::new();
         for kind in self.verified_kinds(&step.replication) {
             let expected = match manifest.as_ref().and_then(|m| m.get(kind.as_str())) {
@@ -1109,10 +1556,18 @@ impl Executor {
             let missing: Vec<_> = a.difference(&b).cloned().collect();
             let extra: Vec<_> = b.difference(&a).cloned().collect();
             if !missing.is_empty() {
-                differences.push(format!("{} missing on `{target}`: {}", kind.as_str(), missing.join(", ")));
+                differences.push(format!(
+                    "{} missing on `{target}`: {}",
+                    kind.as_str(),
+                    missing.join(", ")
+                ));
             }
             if !extra.is_empty() {
-                differences.push(format!("{} only on `{target}`: {}", kind.as_str(), extra.join(", ")));
+                differences.push(format!(
+                    "{} only on `{target}`: {}",
+                    kind.as_str(),
+                    extra.join(", ")
+                ));
             }
         }
         if !differences.is_empty() {
@@ -1122,7 +1577,12 @@ impl Executor {
             } else {
                 // Compared with the source now: expected if it changed since the backup.
                 match self.azure.configuration_change_date(&s.service).await {
-                    Ok(now_marker) => !consistent || entry.as_ref().is_none_or(|e| now_marker != e.record.change_marker),
+                    Ok(now_marker) => {
+                        !consistent
+                            || entry
+                                .as_ref()
+                                .is_none_or(|e| now_marker != e.record.change_marker)
+                    }
                     Err(_) => true,
                 }
             };
@@ -1135,7 +1595,12 @@ impl Executor {
                 return self.fail(run, step, "VerificationFailed", differences.join("; "));
             }
         }
-        self.save(&mut rec, StepState::Succeeded { at: self.clock.now() })?;
+        self.save(
+            &mut rec,
+            StepState::Succeeded {
+                at: self.clock.now(),
+            },
+        )?;
         Ok(StepEnd::Succeeded)
     }
 }
@@ -1152,7 +1617,10 @@ enum PollEnd {
 }
 
 fn retryable(e: &AzureError) -> bool {
-    matches!(e.kind, AzureErrorKind::Unavailable | AzureErrorKind::Throttled)
+    matches!(
+        e.kind,
+        AzureErrorKind::Unavailable | AzureErrorKind::Throttled
+    )
 }
 
 fn summary(rec: &StepRecord) -> String {

@@ -149,7 +149,9 @@ impl std::fmt::Display for Reason {
             Self::Forced => f.write_str("forced (--force)"),
             Self::Requested => f.write_str("requested"),
             Self::NewBackup => f.write_str("new backup"),
-            Self::TargetBehind { restored: Some(b) } => write!(f, "target behind: last restored {b}"),
+            Self::TargetBehind { restored: Some(b) } => {
+                write!(f, "target behind: last restored {b}")
+            }
             Self::TargetBehind { restored: None } => f.write_str("target behind: never restored"),
             Self::BeforeChanges => f.write_str("checks before any change"),
             Self::AfterRestore => f.write_str("confirm the restore"),
@@ -231,16 +233,24 @@ pub enum PlanError {
     #[error("service `{0}` is not part of any replication (check the [[replication]] entries)")]
     NotReplicated(String),
     /// `restore --to` names a service no replication restores into.
-    #[error("service `{0}` is not the target of any replication; drsync restores only into configured targets")]
+    #[error(
+        "service `{0}` is not the target of any replication; drsync restores only into configured targets"
+    )]
     NotATarget(String),
     /// `backup` names a service that is not a source.
-    #[error("service `{0}` is not the source of any replication; drsync backs up only configured primaries")]
+    #[error(
+        "service `{0}` is not the source of any replication; drsync backs up only configured primaries"
+    )]
     NotASource(String),
     /// The backup is not in the catalog.
-    #[error("backup `{0}` is not in the catalog (run `drsync catalog sync` to read it from storage)")]
+    #[error(
+        "backup `{0}` is not in the catalog (run `drsync catalog sync` to read it from storage)"
+    )]
     UnknownBackup(String),
     /// The backup comes from another service than the target's source.
-    #[error("backup `{backup}` was taken from `{from}`, but `{target}` is restored from `{expected}`")]
+    #[error(
+        "backup `{backup}` was taken from `{from}`, but `{target}` is restored from `{expected}`"
+    )]
     WrongSource {
         /// The backup.
         backup: String,
@@ -265,7 +275,8 @@ impl Plan {
     ) -> Result<Self, PlanError> {
         if let Some(name) = only {
             let involved = topology.replications().iter().any(|r| {
-                r.from.eq_ignore_ascii_case(name) || r.to.iter().any(|t| t.eq_ignore_ascii_case(name))
+                r.from.eq_ignore_ascii_case(name)
+                    || r.to.iter().any(|t| t.eq_ignore_ascii_case(name))
             });
             if !involved {
                 return Err(PlanError::NotReplicated(name.into()));
@@ -276,14 +287,24 @@ impl Plan {
         for r in topology.replications() {
             let targets: Vec<&String> = match only {
                 Some(name) if r.from.eq_ignore_ascii_case(name) => r.to.iter().collect(),
-                Some(name) => r.to.iter().filter(|t| t.eq_ignore_ascii_case(name)).collect(),
+                Some(name) => {
+                    r.to.iter()
+                        .filter(|t| t.eq_ignore_ascii_case(name))
+                        .collect()
+                }
                 None => r.to.iter().collect(),
             };
             if targets.is_empty() {
                 continue;
             }
             let storage = topology.storage_of(r);
-            let latest = latest_valid(backups, &r.from, &storage.target.account, &storage.target.container, now);
+            let latest = latest_valid(
+                backups,
+                &r.from,
+                &storage.target.account,
+                &storage.target.container,
+                now,
+            );
             let backup_reason = if force {
                 Some(Reason::Forced)
             } else {
@@ -291,7 +312,8 @@ impl Plan {
                     None => Some(Reason::FirstSync),
                     Some(b) => {
                         let age = b.record.age(now);
-                        let rpo = chrono::Duration::from_std(r.rpo).unwrap_or(chrono::Duration::MAX);
+                        let rpo =
+                            chrono::Duration::from_std(r.rpo).unwrap_or(chrono::Duration::MAX);
                         (age > rpo).then(|| Reason::OlderThanRpo {
                             age_secs: age.num_seconds(),
                             rpo_secs: r.rpo.as_secs(),
@@ -307,13 +329,19 @@ impl Plan {
                     edge_steps.push(Step {
                         id: id.clone(),
                         replication: r.name.clone(),
-                        action: Action::Backup { service: r.from.clone(), storage: r.storage.clone() },
+                        action: Action::Backup {
+                            service: r.from.clone(),
+                            storage: r.storage.clone(),
+                        },
                         reason: reason.clone(),
                         after: vec![preflight_id.clone()],
                     });
                     (Some(BackupSource::Step(id)), Reason::NewBackup)
                 }
-                None => (latest.map(|b| BackupSource::Existing(b.record.name.clone())), Reason::FirstSync),
+                None => (
+                    latest.map(|b| BackupSource::Existing(b.record.name.clone())),
+                    Reason::FirstSync,
+                ),
             };
             let Some(source) = source else { continue };
             for t in targets {
@@ -333,16 +361,21 @@ impl Plan {
                     }
                     (BackupSource::Existing(_), _) => Reason::TargetBehind { restored },
                 };
-                push_restore_and_verify(&mut edge_steps, r, t, source.clone(), reason, &preflight_id);
+                push_restore_and_verify(
+                    &mut edge_steps,
+                    r,
+                    t,
+                    source.clone(),
+                    reason,
+                    &preflight_id,
+                );
             }
             if !edge_steps.is_empty() {
                 let mut services = vec![r.from.clone()];
-                services.extend(
-                    edge_steps.iter().filter_map(|s| match &s.action {
-                        Action::Restore { target, .. } => Some(target.clone()),
-                        _ => None,
-                    }),
-                );
+                services.extend(edge_steps.iter().filter_map(|s| match &s.action {
+                    Action::Restore { target, .. } => Some(target.clone()),
+                    _ => None,
+                }));
                 steps.push(preflight(r, services, preflight_id));
                 steps.extend(edge_steps);
             }
@@ -350,7 +383,10 @@ impl Plan {
         Ok(Self {
             schema_version: PLAN_SCHEMA_VERSION,
             created_at: now,
-            kind: PlanKind::Sync { only: only.map(str::to_owned), force },
+            kind: PlanKind::Sync {
+                only: only.map(str::to_owned),
+                force,
+            },
             steps,
             up_to_date,
         })
@@ -369,7 +405,10 @@ impl Plan {
             steps.push(Step {
                 id: step_id(r, "backup", None),
                 replication: r.name.clone(),
-                action: Action::Backup { service: r.from.clone(), storage: r.storage.clone() },
+                action: Action::Backup {
+                    service: r.from.clone(),
+                    storage: r.storage.clone(),
+                },
                 reason: Reason::Requested,
                 after: vec![pre],
             });
@@ -377,7 +416,9 @@ impl Plan {
         Ok(Self {
             schema_version: PLAN_SCHEMA_VERSION,
             created_at: now,
-            kind: PlanKind::Backup { service: service.into() },
+            kind: PlanKind::Backup {
+                service: service.into(),
+            },
             steps,
             up_to_date: Vec::new(),
         })
@@ -391,7 +432,9 @@ impl Plan {
         target: &str,
         now: Timestamp,
     ) -> Result<Self, PlanError> {
-        let r = topology.replication_into(target).ok_or_else(|| PlanError::NotATarget(target.into()))?;
+        let r = topology
+            .replication_into(target)
+            .ok_or_else(|| PlanError::NotATarget(target.into()))?;
         if !backups.iter().any(|b| &b.record.name == backup) {
             return Err(PlanError::UnknownBackup(backup.to_string()));
         }
@@ -403,9 +446,16 @@ impl Plan {
                 expected: r.from.clone(),
             });
         }
-        let target = topology.service(target).map(|s| s.name().to_owned()).unwrap_or(target.into());
+        let target = topology
+            .service(target)
+            .map(|s| s.name().to_owned())
+            .unwrap_or(target.into());
         let pre = step_id(r, "preflight", None);
-        let mut steps = vec![preflight(r, vec![r.from.clone(), target.clone()], pre.clone())];
+        let mut steps = vec![preflight(
+            r,
+            vec![r.from.clone(), target.clone()],
+            pre.clone(),
+        )];
         push_restore_and_verify(
             &mut steps,
             r,
@@ -417,7 +467,10 @@ impl Plan {
         Ok(Self {
             schema_version: PLAN_SCHEMA_VERSION,
             created_at: now,
-            kind: PlanKind::Restore { backup: backup.clone(), target },
+            kind: PlanKind::Restore {
+                backup: backup.clone(),
+                target,
+            },
             steps,
             up_to_date: Vec::new(),
         })
@@ -447,7 +500,11 @@ impl Plan {
                 (i + 1).to_string(),
                 s.id.clone(),
                 s.action.describe(),
-                if s.after.is_empty() { "-".into() } else { s.after.join(", ") },
+                if s.after.is_empty() {
+                    "-".into()
+                } else {
+                    s.after.join(", ")
+                },
                 s.reason.to_string(),
             ]);
         }
@@ -475,7 +532,11 @@ impl Plan {
             }
         }
         for u in &self.up_to_date {
-            let _ = writeln!(out, "up to date: {} holds {} ({})", u.target, u.backup, u.replication);
+            let _ = writeln!(
+                out,
+                "up to date: {} holds {} ({})",
+                u.target, u.backup, u.replication
+            );
         }
         out
     }
@@ -487,13 +548,20 @@ impl Plan {
 
     /// The plan as a Graphviz DOT digraph: one node a step, one edge a dependency.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut out = String::from(
+            "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
         for s in &self.steps {
             let _ = writeln!(
                 out,
                 "  {} [label={}];",
                 dot_quote(&s.id),
-                dot_quote(&format!("{}\n{}\n({})", s.action.verb(), s.action.describe(), s.reason))
+                dot_quote(&format!(
+                    "{}\n{}\n({})",
+                    s.action.verb(),
+                    s.action.describe(),
+                    s.reason
+                ))
             );
         }
         for s in &self.steps {
@@ -507,7 +575,10 @@ impl Plan {
 }
 
 fn dot_quote(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
     format!("\"{escaped}\"")
 }
 
@@ -522,7 +593,10 @@ fn preflight(r: &Replication, services: Vec<String>, id: String) -> Step {
     Step {
         id,
         replication: r.name.clone(),
-        action: Action::Preflight { services, storage: r.storage.clone() },
+        action: Action::Preflight {
+            services,
+            storage: r.storage.clone(),
+        },
         reason: Reason::BeforeChanges,
         after: Vec::new(),
     }
@@ -544,14 +618,20 @@ fn push_restore_and_verify(
     steps.push(Step {
         id: restore_id.clone(),
         replication: r.name.clone(),
-        action: Action::Restore { target: target.into(), backup },
+        action: Action::Restore {
+            target: target.into(),
+            backup,
+        },
         reason,
         after,
     });
     steps.push(Step {
         id: step_id(r, "verify", Some(target)),
         replication: r.name.clone(),
-        action: Action::Verify { target: target.into(), source: r.from.clone() },
+        action: Action::Verify {
+            target: target.into(),
+            source: r.from.clone(),
+        },
         reason: Reason::AfterRestore,
         after: vec![restore_id],
     });
@@ -575,7 +655,12 @@ pub fn latest_valid<'a>(
                 && b.record.is_restorable_at(now)
                 && b.record.consistency != Consistency::Suspect
         })
-        .max_by(|a, b| a.record.created_at.cmp(&b.record.created_at).then(a.record.name.cmp(&b.record.name)))
+        .max_by(|a, b| {
+            a.record
+                .created_at
+                .cmp(&b.record.created_at)
+                .then(a.record.name.cmp(&b.record.name))
+        })
 }
 
 /// A duration as people read it: `1h 5m`, `3d 2h`, `40s`.

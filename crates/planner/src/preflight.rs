@@ -47,7 +47,9 @@ pub async fn check(
     let Some(r) = topology.replication(replication) else {
         return Err(PreflightError {
             replication: replication.into(),
-            problems: vec![format!("replication `{replication}` is not in the configuration")],
+            problems: vec![format!(
+                "replication `{replication}` is not in the configuration"
+            )],
             only_busy: false,
         });
     };
@@ -98,8 +100,14 @@ pub async fn check(
             Err(e) => problems.push(format!("cannot read service `{name}`: {e}")),
         }
     }
-    if let Some((_, source_sku)) = arm_skus.iter().find(|(n, _)| n.eq_ignore_ascii_case(&r.from)) {
-        for (n, sku) in arm_skus.iter().filter(|(n, _)| !n.eq_ignore_ascii_case(&r.from)) {
+    if let Some((_, source_sku)) = arm_skus
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(&r.from))
+    {
+        for (n, sku) in arm_skus
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(&r.from))
+        {
             if sku.tier != source_sku.tier {
                 problems.push(format!(
                     "SKU mismatch as read from Azure: source `{}` is {}, target `{n}` is {}; a restore would fail",
@@ -123,7 +131,10 @@ pub async fn check(
                     "created container `{container}` in storage account `{}`",
                     storage.target.account
                 )),
-                Err(e) => problems.push(format!("storage `{}`: cannot create container: {e}", storage.name)),
+                Err(e) => problems.push(format!(
+                    "storage `{}`: cannot create container: {e}",
+                    storage.name
+                )),
             },
             Err(e) => problems.push(format!("storage `{}`: {e}", storage.name)),
         },
@@ -131,19 +142,40 @@ pub async fn check(
 
     // Restores of backups that already exist.
     for s in plan.steps.iter().filter(|s| s.replication == r.name) {
-        let Action::Restore { target, backup: BackupSource::Existing(name) } = &s.action else {
+        let Action::Restore {
+            target,
+            backup: BackupSource::Existing(name),
+        } = &s.action
+        else {
             continue;
         };
-        let target_sku = arm_skus.iter().find(|(n, _)| n.eq_ignore_ascii_case(target)).map(|(_, s)| *s);
-        check_existing_backup(azure, topology, r.storage.as_str(), name, target, target_sku, catalog, now, &mut problems)
-            .await;
+        let target_sku = arm_skus
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(target))
+            .map(|(_, s)| *s);
+        check_existing_backup(
+            azure,
+            topology,
+            r.storage.as_str(),
+            name,
+            target,
+            target_sku,
+            catalog,
+            now,
+            &mut problems,
+        )
+        .await;
     }
 
     if problems.is_empty() {
         Ok(report)
     } else {
         let only_busy = busy == problems.len();
-        Err(PreflightError { replication: r.name.clone(), problems, only_busy })
+        Err(PreflightError {
+            replication: r.name.clone(),
+            problems,
+            only_busy,
+        })
     }
 }
 
@@ -159,9 +191,13 @@ async fn check_existing_backup(
     now: Timestamp,
     problems: &mut Vec<String>,
 ) {
-    let Some(storage) = topology.storage(storage_name) else { return };
+    let Some(storage) = topology.storage(storage_name) else {
+        return;
+    };
     let entry = catalog.iter().find(|e| &e.record.name == name);
-    let created_at = entry.map(|e| e.record.created_at).unwrap_or_else(|| name.started_at());
+    let created_at = entry
+        .map(|e| e.record.created_at)
+        .unwrap_or_else(|| name.started_at());
     let expires_at = BackupRecord::expiry_for(created_at);
     if now >= expires_at {
         problems.push(format!(

@@ -109,15 +109,22 @@ pub struct SledKv {
 impl SledKv {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir.join("db")).open().map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
-                StoreError::Locked(dir.display().to_string())
-            } else {
-                StoreError::Db(text)
-            }
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("lock")
+                    || text.contains("WouldBlock")
+                    || text.contains("temporarily unavailable")
+                {
+                    StoreError::Locked(dir.display().to_string())
+                } else {
+                    StoreError::Db(text)
+                }
+            })?;
         Ok(Self { db })
     }
 
@@ -334,7 +341,10 @@ impl StepState {
 
     /// Whether the step is over (succeeded, failed or skipped).
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Succeeded { .. } | Self::Failed { .. } | Self::Skipped { .. })
+        matches!(
+            self,
+            Self::Succeeded { .. } | Self::Failed { .. } | Self::Skipped { .. }
+        )
     }
 }
 
@@ -442,7 +452,10 @@ impl BackupDoc {
         Ok(BackupRecord {
             name: self.backup.clone(),
             source,
-            sku: Sku { tier: self.sku.tier, capacity: self.sku.capacity },
+            sku: Sku {
+                tier: self.sku.tier,
+                capacity: self.sku.capacity,
+            },
             storage_account: self.storage_account.clone(),
             container: self.container.clone(),
             created_at: self.created_at,
@@ -458,7 +471,10 @@ impl BackupDoc {
             schema_version: SCHEMA_VERSION,
             backup: r.name.clone(),
             source: r.source.resource_id(),
-            sku: SkuDoc { tier: r.sku.tier, capacity: r.sku.capacity },
+            sku: SkuDoc {
+                tier: r.sku.tier,
+                capacity: r.sku.capacity,
+            },
             storage_account: r.storage_account.clone(),
             container: r.container.clone(),
             created_at: r.created_at,
@@ -512,11 +528,19 @@ impl Checkpoints {
     }
 
     fn write<T: Serialize>(&self, tree: Tree, key: &str, value: &T) -> StoreResult<()> {
-        self.kv.put(tree, key, serde_json::to_vec(value).expect("records serialize"))
+        self.kv.put(
+            tree,
+            key,
+            serde_json::to_vec(value).expect("records serialize"),
+        )
     }
 
     fn all<T: DeserializeOwned>(&self, tree: Tree, prefix: &str) -> StoreResult<Vec<T>> {
-        self.kv.scan(tree, prefix)?.into_iter().map(|(k, v)| decode(&k, &v)).collect()
+        self.kv
+            .scan(tree, prefix)?
+            .into_iter()
+            .map(|(k, v)| decode(&k, &v))
+            .collect()
     }
 
     /// Writes a run record.
@@ -532,20 +556,35 @@ impl Checkpoints {
     /// Every run, oldest first.
     pub fn runs(&self) -> StoreResult<Vec<RunRecord>> {
         let mut runs: Vec<RunRecord> = self.all(Tree::Runs, "")?;
-        runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.run_id.cmp(&b.run_id)));
+        runs.sort_by(|a, b| {
+            a.started_at
+                .cmp(&b.started_at)
+                .then(a.run_id.cmp(&b.run_id))
+        });
         Ok(runs)
     }
 
     /// Finds a run by a unique prefix of its id.
     pub fn find_run(&self, prefix: &str) -> StoreResult<Option<RunRecord>> {
-        let matches: Vec<RunRecord> =
-            self.runs()?.into_iter().filter(|r| r.run_id.to_string().starts_with(prefix)).collect();
-        Ok(if matches.len() == 1 { matches.into_iter().next() } else { None })
+        let matches: Vec<RunRecord> = self
+            .runs()?
+            .into_iter()
+            .filter(|r| r.run_id.to_string().starts_with(prefix))
+            .collect();
+        Ok(if matches.len() == 1 {
+            matches.into_iter().next()
+        } else {
+            None
+        })
     }
 
     /// Writes a step record.
     pub fn put_step(&self, step: &StepRecord) -> StoreResult<()> {
-        self.write(Tree::Steps, &format!("{}/{}", step.run_id, step.step_id), step)
+        self.write(
+            Tree::Steps,
+            &format!("{}/{}", step.run_id, step.step_id),
+            step,
+        )
     }
 
     /// Reads a step record.
@@ -584,7 +623,10 @@ impl Checkpoints {
                 expires_at: now + ttl,
             };
             let new = serde_json::to_vec(&lease).expect("records serialize");
-            if self.kv.compare_and_swap(Tree::Leases, &key, current.as_deref(), Some(new))? {
+            if self
+                .kv
+                .compare_and_swap(Tree::Leases, &key, current.as_deref(), Some(new))?
+            {
                 return Ok(Ok(lease));
             }
         }
@@ -596,7 +638,8 @@ impl Checkpoints {
         if let Some(bytes) = self.kv.get(Tree::Leases, &key)? {
             let held: LeaseRecord = decode(&key, &bytes)?;
             if held.owner == owner {
-                self.kv.compare_and_swap(Tree::Leases, &key, Some(&bytes), None)?;
+                self.kv
+                    .compare_and_swap(Tree::Leases, &key, Some(&bytes), None)?;
             }
         }
         Ok(())
@@ -638,7 +681,10 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
     struct Version {
         schema_version: u32,
     }
-    let corrupt = |reason: String| StoreError::Corrupt { key: key.into(), reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.into(),
+        reason,
+    };
     let v: Version = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if v.schema_version > SCHEMA_VERSION {
         return Err(corrupt(format!(

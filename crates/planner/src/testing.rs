@@ -10,7 +10,12 @@ use crate::topology::{Replication, ServiceNode, StorageNode, Topology, TopologyE
 pub(crate) const SUB: &str = "00000000-1111-2222-3333-444444444444";
 
 pub(crate) fn service_ref(name: &str) -> ServiceRef {
-    ServiceRef::new(SubscriptionId::parse(SUB).unwrap(), format!("rg-{name}"), name).unwrap()
+    ServiceRef::new(
+        SubscriptionId::parse(SUB).unwrap(),
+        format!("rg-{name}"),
+        name,
+    )
+    .unwrap()
 }
 
 pub(crate) fn service(name: &str, region: &str, tier: SkuTier, role: Role) -> ServiceNode {
@@ -71,7 +76,12 @@ pub(crate) fn demo() -> Topology {
             service("apim-stg", "westeurope", SkuTier::Premium, Role::Staging),
         ],
         vec![storage("neu-backups", "northeurope")],
-        vec![edge("contoso-dr", "apim-weu", &["apim-neu", "apim-stg"], "neu-backups")],
+        vec![edge(
+            "contoso-dr",
+            "apim-weu",
+            &["apim-neu", "apim-stg"],
+            "neu-backups",
+        )],
     )
     .unwrap()
 }

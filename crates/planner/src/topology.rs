@@ -92,13 +92,17 @@ pub enum TopologyError {
         storage: String,
     },
     /// The replication edges form a cycle.
-    #[error("replication cycle: {path} (a service cannot be restored, directly or indirectly, from its own backups)")]
+    #[error(
+        "replication cycle: {path} (a service cannot be restored, directly or indirectly, from its own backups)"
+    )]
     Cycle {
         /// The services on the cycle, `a -> b -> a`.
         path: String,
     },
     /// A target is restored from more than one source.
-    #[error("service `{target}` is the target of more than one replication ({sources}); each target must have exactly one source")]
+    #[error(
+        "service `{target}` is the target of more than one replication ({sources}); each target must have exactly one source"
+    )]
     TwoSources {
         /// The target.
         target: String,
@@ -106,7 +110,9 @@ pub enum TopologyError {
         sources: String,
     },
     /// The source and target SKUs differ: Azure refuses the restore.
-    #[error("replication `{replication}`: SKU mismatch: source `{from}` is {from_sku}, target `{to}` is {to_sku}; Azure restores a backup only into the same tier")]
+    #[error(
+        "replication `{replication}`: SKU mismatch: source `{from}` is {from_sku}, target `{to}` is {to_sku}; Azure restores a backup only into the same tier"
+    )]
     SkuMismatch {
         /// The replication.
         replication: String,
@@ -120,7 +126,9 @@ pub enum TopologyError {
         to_sku: Sku,
     },
     /// A service in a replication is on a tier without backup/restore.
-    #[error("replication `{replication}`: service `{service}` is on the {tier} tier, which does not support backup and restore (supported: Developer, Basic, Standard, Premium)")]
+    #[error(
+        "replication `{replication}`: service `{service}` is on the {tier} tier, which does not support backup and restore (supported: Developer, Basic, Standard, Premium)"
+    )]
     UnsupportedTier {
         /// The replication.
         replication: String,
@@ -130,7 +138,9 @@ pub enum TopologyError {
         tier: String,
     },
     /// A DR standby in the same region as its primary does not survive a region outage.
-    #[error("replication `{replication}`: standby `{standby}` is in {region}, the same region as its primary `{primary}`; a DR standby must be in another region (use role = \"staging\" for a same-region copy)")]
+    #[error(
+        "replication `{replication}`: standby `{standby}` is in {region}, the same region as its primary `{primary}`; a DR standby must be in another region (use role = \"staging\" for a same-region copy)"
+    )]
     StandbyInPrimaryRegion {
         /// The replication.
         replication: String,
@@ -142,7 +152,9 @@ pub enum TopologyError {
         region: Region,
     },
     /// A service's role contradicts how replications use it.
-    #[error("replication `{replication}`: service `{service}` has role {role} but is used as a {used_as}; {hint}")]
+    #[error(
+        "replication `{replication}`: service `{service}` has role {role} but is used as a {used_as}; {hint}"
+    )]
     ConflictingRole {
         /// The replication.
         replication: String,
@@ -164,7 +176,11 @@ pub struct TopologyErrors(pub Vec<TopologyError>);
 impl fmt::Display for TopologyErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "the replication topology is invalid ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "the replication topology is invalid ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -192,14 +208,22 @@ pub enum TopologyWarning {
 impl fmt::Display for TopologyWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::StorageInPrimaryRegion { replication, storage, region, suggestion } => {
+            Self::StorageInPrimaryRegion {
+                replication,
+                storage,
+                region,
+                suggestion,
+            } => {
                 write!(
                     f,
                     "replication `{replication}`: storage `{storage}` is in {region}, the primary's region; \
                      if that region fails, the backups fail with it"
                 )?;
                 match suggestion {
-                    Some(pair) => write!(f, " (consider a storage account in the paired region {pair})"),
+                    Some(pair) => write!(
+                        f,
+                        " (consider a storage account in the paired region {pair})"
+                    ),
                     None => write!(f, " (consider a storage account in the standby's region)"),
                 }
             }
@@ -223,12 +247,21 @@ impl Topology {
         let services = config
             .services
             .iter()
-            .map(|s| ServiceNode { service: s.service.clone(), region: s.region, sku: s.sku, role: s.role })
+            .map(|s| ServiceNode {
+                service: s.service.clone(),
+                region: s.region,
+                sku: s.sku,
+                role: s.role,
+            })
             .collect();
         let storage = config
             .storage
             .iter()
-            .map(|s| StorageNode { name: s.name.clone(), region: s.region, target: s.target.clone() })
+            .map(|s| StorageNode {
+                name: s.name.clone(),
+                region: s.region,
+                target: s.target.clone(),
+            })
             .collect();
         let replications = config
             .replications
@@ -254,8 +287,11 @@ impl Topology {
         replications: Vec<Replication>,
     ) -> Result<Self, TopologyErrors> {
         let mut errors = Vec::new();
-        let index: BTreeMap<String, usize> =
-            services.iter().enumerate().map(|(i, s)| (s.name().to_ascii_lowercase(), i)).collect();
+        let index: BTreeMap<String, usize> = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name().to_ascii_lowercase(), i))
+            .collect();
         let find = |name: &str| index.get(&name.to_ascii_lowercase()).copied();
 
         let mut graph = DiGraph::new();
@@ -286,7 +322,10 @@ impl Topology {
                     });
                     continue;
                 };
-                sources.entry(to).or_default().push((r.name.clone(), r.from.clone()));
+                sources
+                    .entry(to)
+                    .or_default()
+                    .push((r.name.clone(), r.from.clone()));
                 if let Some(from) = from {
                     graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), ri);
                 }
@@ -307,8 +346,10 @@ impl Topology {
 
         for (target, srcs) in &sources {
             if srcs.len() > 1 {
-                let list: Vec<String> =
-                    srcs.iter().map(|(r, f)| format!("`{r}` from `{f}`")).collect();
+                let list: Vec<String> = srcs
+                    .iter()
+                    .map(|(r, f)| format!("`{r}` from `{f}`"))
+                    .collect();
                 errors.push(TopologyError::TwoSources {
                     target: services[*target].name().to_owned(),
                     sources: list.join(", "),
@@ -380,8 +421,13 @@ impl Topology {
         let mut warnings = Vec::new();
         for r in &replications {
             let from = &services[find(&r.from).expect("checked")];
-            let is_dr = r.to.iter().any(|t| services[find(t).expect("checked")].role == Role::Standby);
-            let st = storage.iter().find(|s| s.name == r.storage).expect("checked");
+            let is_dr =
+                r.to.iter()
+                    .any(|t| services[find(t).expect("checked")].role == Role::Standby);
+            let st = storage
+                .iter()
+                .find(|s| s.name == r.storage)
+                .expect("checked");
             if is_dr && st.region == from.region {
                 warnings.push(TopologyWarning::StorageInPrimaryRegion {
                     replication: r.name.clone(),
@@ -392,7 +438,13 @@ impl Topology {
             }
         }
 
-        Ok(Self { services, storage, replications, graph, warnings })
+        Ok(Self {
+            services,
+            storage,
+            replications,
+            graph,
+            warnings,
+        })
     }
 
     /// Warnings found while checking.
@@ -417,7 +469,9 @@ impl Topology {
 
     /// The service called `name` (case-insensitive, as Azure compares names).
     pub fn service(&self, name: &str) -> Option<&ServiceNode> {
-        self.services.iter().find(|s| s.name().eq_ignore_ascii_case(name))
+        self.services
+            .iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
     }
 
     /// The replication called `name`.
@@ -427,7 +481,10 @@ impl Topology {
 
     /// The storage entry a replication uses.
     pub fn storage_of(&self, replication: &Replication) -> &StorageNode {
-        self.storage.iter().find(|s| s.name == replication.storage).expect("checked at build")
+        self.storage
+            .iter()
+            .find(|s| s.name == replication.storage)
+            .expect("checked at build")
     }
 
     /// The storage entry called `name`.
@@ -437,12 +494,19 @@ impl Topology {
 
     /// The replication that restores into `target`, if any (at most one: checked at build).
     pub fn replication_into(&self, target: &str) -> Option<&Replication> {
-        self.replications.iter().find(|r| r.to.iter().any(|t| t.eq_ignore_ascii_case(target)))
+        self.replications
+            .iter()
+            .find(|r| r.to.iter().any(|t| t.eq_ignore_ascii_case(target)))
     }
 
     /// The replications whose source is `source`.
-    pub fn replications_from<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a Replication> {
-        self.replications.iter().filter(move |r| r.from.eq_ignore_ascii_case(source))
+    pub fn replications_from<'a>(
+        &'a self,
+        source: &'a str,
+    ) -> impl Iterator<Item = &'a Replication> {
+        self.replications
+            .iter()
+            .filter(move |r| r.from.eq_ignore_ascii_case(source))
     }
 
     /// The number of replication edges (source -> target pairs) in the graph.
@@ -459,10 +523,17 @@ fn cycle_path(graph: &DiGraph<(), usize>, scc: &[usize], services: &[ServiceNode
     let mut path = vec![start];
     let mut current = start;
     loop {
-        let mut next: Vec<usize> =
-            graph.neighbors(NodeIndex::new(current)).map(NodeIndex::index).filter(|n| scc.contains(n)).collect();
+        let mut next: Vec<usize> = graph
+            .neighbors(NodeIndex::new(current))
+            .map(NodeIndex::index)
+            .filter(|n| scc.contains(n))
+            .collect();
         next.sort_by_key(|n| name(*n));
-        let step = next.iter().copied().find(|n| *n == start || !path.contains(n)).unwrap_or(start);
+        let step = next
+            .iter()
+            .copied()
+            .find(|n| *n == start || !path.contains(n))
+            .unwrap_or(start);
         path.push(step);
         if step == start || path.len() > scc.len() + 1 {
             break;

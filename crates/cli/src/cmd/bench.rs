@@ -5,7 +5,7 @@
 //! Azure's default ARM token buckets (reads 250 + 25/s, writes 200 + 10/s per subscription),
 //! its default operation durations (backup 300 s, restore 1800 s) times `--time-scale`, and no
 //! duration jitter, so the bound is exact. drsync runs one `sync` with its normal executor and
-//! ARM client (self-pacing on).
+//! ARM client, self-pacing at `--pacing` (default 90 %) of those rates.
 //!
 //! Lower bound: every chain is a backup then its restores, so no schedule beats
 //! `backup + restore`; with `C` concurrent steps, none beats `(P·backup + P·S·restore) / C`;
@@ -34,12 +34,16 @@ pub struct Args {
     /// Standbys per primary.
     #[arg(long, default_value_t = 2)]
     pub standbys: usize,
-    /// Emulated durations are multiplied by this (0.02: backup 6 s, restore 36 s).
-    #[arg(long, default_value_t = 0.02)]
+    /// Emulated durations are multiplied by this (0.05: backup 15 s, restore 90 s).
+    #[arg(long, default_value_t = 0.05)]
     pub time_scale: f64,
     /// Steps running at once (default: one per standby, so restores are never queued).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// drsync's own ARM pacing as a fraction of Azure's default buckets (`[limits]`), leaving
+    /// the rest of the subscription's budget to others; 1.0 paces at exactly Azure's rates.
+    #[arg(long, default_value_t = 0.9)]
+    pub pacing: f64,
     /// Where to keep the fleet's state and storage (default: a new temporary directory).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -53,11 +57,16 @@ fn fleet_config(args: &Args, concurrency: usize) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "[azure]\nendpoint = \"embedded\"\n\n[embedded]\ntime_scale = {}\n\n[state]\ndir = \"state\"\n\n\
-         [limits]\nconcurrency = {concurrency}\n\n[[storage]]\nname = \"neu-backups\"\naccount = \"benchneu\"\n\
+        "[azure]\nendpoint = \"embedded\"\n\n[embedded]\ntime_scale = {:?}\n\n[state]\ndir = \"state\"\n\n\
+         [limits]\nconcurrency = {concurrency}\narm_reads_per_second = {:?}\narm_read_burst = {}\n\
+         arm_writes_per_second = {:?}\narm_write_burst = {}\n\n[[storage]]\nname = \"neu-backups\"\naccount = \"benchneu\"\n\
          region = \"northeurope\"\ncontainer = \"apim-backups\"\nendpoint = \"dir:storage/benchneu\"\n\
          access = \"system_identity\"\n",
-        args.time_scale
+        args.time_scale,
+        25.0 * args.pacing,
+        (250.0 * args.pacing).floor() as u32,
+        10.0 * args.pacing,
+        (200.0 * args.pacing).floor() as u32,
     );
     for p in 0..args.primaries {
         let _ = writeln!(
@@ -74,7 +83,9 @@ fn fleet_config(args: &Args, concurrency: usize) -> String {
         }
     }
     for p in 0..args.primaries {
-        let to: Vec<String> = (0..args.standbys).map(|s| format!("\"apim-bench-p{p:03}-s{s}\"")).collect();
+        let to: Vec<String> = (0..args.standbys)
+            .map(|s| format!("\"apim-bench-p{p:03}-s{s}\""))
+            .collect();
         let _ = writeln!(
             t,
             "[[replication]]\nname = \"fleet-{p:03}\"\nfrom = \"apim-bench-p{p:03}\"\nto = [{}]\nstorage = \"neu-backups\"\n\
@@ -87,10 +98,22 @@ fn fleet_config(args: &Args, concurrency: usize) -> String {
 
 /// Runs the command.
 pub fn run(args: &Args) -> anyhow::Result<Exit> {
-    if args.primaries == 0 || args.standbys == 0 || !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
-        return Err(Coded::new(Exit::Usage, anyhow::anyhow!("--primaries and --standbys must be at least 1, --time-scale positive")).into());
+    if args.primaries == 0
+        || args.standbys == 0
+        || !(args.time_scale > 0.0 && args.time_scale.is_finite())
+    {
+        return Err(Coded::new(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "--primaries and --standbys must be at least 1, --time-scale positive, --pacing in (0, 1]"
+            ),
+        )
+        .into());
     }
-    let concurrency = args.concurrency.unwrap_or(args.primaries * args.standbys).max(1);
+    let concurrency = args
+        .concurrency
+        .unwrap_or(args.primaries * args.standbys)
+        .max(1);
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
@@ -98,7 +121,8 @@ pub fn run(args: &Args) -> anyhow::Result<Exit> {
             d.clone()
         }
         None => {
-            tmp = std::env::temp_dir().join(format!("drsync-bench-{}", uuid::Uuid::new_v4().simple()));
+            tmp = std::env::temp_dir()
+                .join(format!("drsync-bench-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&tmp)?;
             tmp
         }
@@ -136,11 +160,26 @@ pub fn run(args: &Args) -> anyhow::Result<Exit> {
         let metrics = ctx.azure.as_ref().map(|a| a.client().metrics()).unwrap_or_default();
         let log = ctx.embedded.as_ref().map(|e| e.request_log()).unwrap_or_default();
         let emulator_429 = log.iter().filter(|r| r.status == 429).count();
+        let mut by_kind = std::collections::BTreeMap::<String, usize>::new();
+        for r in &log {
+            *by_kind.entry(r.kind.clone()).or_default() += 1;
+        }
+        // When the requests arrived, per second of the run (where the read bucket binds).
+        let first = log.first().map(|r| r.time);
+        let mut per_second = Vec::<usize>::new();
+        for r in &log {
+            let sec = first.map_or(0, |f| (r.time - f).num_seconds().max(0) as usize);
+            if per_second.len() <= sec {
+                per_second.resize(sec + 1, 0);
+            }
+            per_second[sec] += 1;
+        }
         let figures = serde_json::json!({
             "primaries": args.primaries,
             "standbys_per_primary": args.standbys,
             "time_scale": args.time_scale,
             "concurrency": concurrency,
+            "pacing": args.pacing,
             "backup_secs": backup,
             "restore_secs": restore,
             "makespan_secs": makespan,
@@ -151,6 +190,8 @@ pub fn run(args: &Args) -> anyhow::Result<Exit> {
             "throttled_429_client": metrics.throttled_429,
             "throttled_429_emulator": emulator_429,
             "emulator_requests": log.len(),
+            "requests_by_kind": by_kind,
+            "requests_per_second": per_second,
             "retries": metrics.retries,
             "slowdowns": metrics.slowdowns,
             "outcome": match &outcome { Outcome::Succeeded => "succeeded".to_owned(), other => format!("{other:?}") },

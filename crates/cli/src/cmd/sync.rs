@@ -72,7 +72,9 @@ async fn sync(ctx: &Context, args: &Args, json_logs: bool) -> anyhow::Result<Exi
     let cancel = crate::context::ctrl_c_channel();
     let ex = ctx.executor(options, progress.clone(), cancel.clone())?;
 
-    if let Some(run) = ex.unfinished_run()? {
+    // Resume unfinished runs first, oldest first: an older run may hold leases a newer one
+    // is waiting for.
+    for run in ex.unfinished_runs()? {
         println!(
             "Resuming run {} (started {}, {}): {} step(s) in its plan.",
             run.run_id,
@@ -163,15 +165,30 @@ pub async fn execute(
             ),
         )
         .into()),
-        Outcome::LeaseHeld { service, owner, until } => Err(Coded::new(
-            Exit::Leased,
-            anyhow::anyhow!(
-                "service `{service}` is leased by {owner} until {}: another drsync run is operating on it. \
-                 Wait for it (or for the lease to expire) and run again",
-                until.format("%Y-%m-%d %H:%M:%S UTC")
-            ),
-        )
-        .into()),
+        Outcome::LeaseHeld { service, owner, until } => {
+            // The owner is `{run}/{step}`: say which run, and whether it can be resumed.
+            let holder = owner
+                .split('/')
+                .next()
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                .and_then(|id| ctx.checkpoints.run(id).ok().flatten());
+            let advice = match holder {
+                Some(r) if r.status.is_unfinished() => format!(
+                    "it belongs to unfinished run {} ({}): run `drsync sync` to resume and finish it first",
+                    r.run_id,
+                    r.status.as_str()
+                ),
+                _ => "another drsync run is operating on it: wait for it, or for the lease to expire".into(),
+            };
+            Err(Coded::new(
+                Exit::Leased,
+                anyhow::anyhow!(
+                    "service `{service}` is leased by {owner} until {}; {advice}",
+                    until.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            )
+            .into())
+        }
     }
 }
 

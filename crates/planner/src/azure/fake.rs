@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use drsync_arm_client::blob::{BlobError, BlobMeta, BlobResult, BlobStore};
 use drsync_core::{BackupName, Clock, ServiceRef, Sku, StorageTarget, Timestamp};
 
-use super::{AzureError, AzureErrorKind, AzureOps, Begun, EntityKind, OpHandle, OpKind, PollStatus, ServiceState};
+use super::{
+    AzureError, AzureErrorKind, AzureOps, Begun, EntityKind, OpHandle, OpKind, PollStatus,
+    ServiceState,
+};
 
 /// One container: blob name -> (content, last modified).
 type Container = BTreeMap<String, (Bytes, Timestamp)>;
@@ -33,11 +36,18 @@ pub struct MemoryBlobStore {
 impl MemoryBlobStore {
     /// An empty account.
     pub fn new(account: &str, clock: Arc<dyn Clock>) -> Self {
-        Self { account: account.into(), clock, containers: Mutex::new(BTreeMap::new()) }
+        Self {
+            account: account.into(),
+            clock,
+            containers: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn missing(&self, container: &str) -> BlobError {
-        BlobError::ContainerNotFound { account: self.account.clone(), container: container.into() }
+        BlobError::ContainerNotFound {
+            account: self.account.clone(),
+            container: container.into(),
+        }
     }
 }
 
@@ -59,35 +69,48 @@ impl BlobStore for MemoryBlobStore {
         Ok(blobs
             .iter()
             .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(n, (b, t))| BlobMeta { name: n.clone(), size: b.len() as u64, last_modified: *t })
+            .map(|(n, (b, t))| BlobMeta {
+                name: n.clone(),
+                size: b.len() as u64,
+                last_modified: *t,
+            })
             .collect())
     }
     async fn head(&self, container: &str, blob: &str) -> BlobResult<Option<BlobMeta>> {
         let c = self.containers.lock();
         let blobs = c.get(container).ok_or_else(|| self.missing(container))?;
-        Ok(blobs
-            .get(blob)
-            .map(|(b, t)| BlobMeta { name: blob.into(), size: b.len() as u64, last_modified: *t }))
+        Ok(blobs.get(blob).map(|(b, t)| BlobMeta {
+            name: blob.into(),
+            size: b.len() as u64,
+            last_modified: *t,
+        }))
     }
     async fn get(&self, container: &str, blob: &str) -> BlobResult<Bytes> {
         let c = self.containers.lock();
         let blobs = c.get(container).ok_or_else(|| self.missing(container))?;
-        blobs.get(blob).map(|(b, _)| b.clone()).ok_or_else(|| BlobError::BlobNotFound {
-            account: self.account.clone(),
-            container: container.into(),
-            blob: blob.into(),
-        })
+        blobs
+            .get(blob)
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| BlobError::BlobNotFound {
+                account: self.account.clone(),
+                container: container.into(),
+                blob: blob.into(),
+            })
     }
     async fn put(&self, container: &str, blob: &str, data: Bytes) -> BlobResult<()> {
         let now = self.clock.now();
         let mut c = self.containers.lock();
-        let blobs = c.get_mut(container).ok_or_else(|| self.missing(container))?;
+        let blobs = c
+            .get_mut(container)
+            .ok_or_else(|| self.missing(container))?;
         blobs.insert(blob.into(), (data, now));
         Ok(())
     }
     async fn delete(&self, container: &str, blob: &str) -> BlobResult<()> {
         let mut c = self.containers.lock();
-        let blobs = c.get_mut(container).ok_or_else(|| self.missing(container))?;
+        let blobs = c
+            .get_mut(container)
+            .ok_or_else(|| self.missing(container))?;
         blobs.remove(blob);
         Ok(())
     }
@@ -172,7 +195,10 @@ pub struct FakeAzure {
 impl FakeAzure {
     /// An empty Azure whose operations finish after two polls, 1 ms apart.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        let state = State { polls_per_op: 2, ..State::default() };
+        let state = State {
+            polls_per_op: 2,
+            ..State::default()
+        };
         Self {
             clock,
             state: Mutex::new(state),
@@ -201,32 +227,50 @@ impl FakeAzure {
     /// Changes a service (for example its SKU or its APIs).
     pub fn edit_service(&self, name: &str, f: impl FnOnce(&mut FakeService)) {
         let mut s = self.state.lock();
-        f(s.services.get_mut(&name.to_ascii_lowercase()).expect("known fake service"));
+        f(s.services
+            .get_mut(&name.to_ascii_lowercase())
+            .expect("known fake service"));
     }
 
     /// A copy of a service.
     pub fn service_snapshot(&self, name: &str) -> Option<FakeService> {
-        self.state.lock().services.get(&name.to_ascii_lowercase()).cloned()
+        self.state
+            .lock()
+            .services
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     /// The next `n` POSTs to `service` get `409 Conflict`.
     pub fn conflict_next_posts(&self, service: &str, n: u32) {
-        self.state.lock().conflicts.insert(service.to_ascii_lowercase(), n);
+        self.state
+            .lock()
+            .conflicts
+            .insert(service.to_ascii_lowercase(), n);
     }
 
     /// The next `n` reads of `service` show it `Updating`.
     pub fn busy_for_reads(&self, service: &str, n: u32) {
-        self.state.lock().busy_reads.insert(service.to_ascii_lowercase(), n);
+        self.state
+            .lock()
+            .busy_reads
+            .insert(service.to_ascii_lowercase(), n);
     }
 
     /// The next backup of `service` sees its configuration change while it runs.
     pub fn change_during_next_backup(&self, service: &str) {
-        self.state.lock().change_during_backup.insert(service.to_ascii_lowercase());
+        self.state
+            .lock()
+            .change_during_backup
+            .insert(service.to_ascii_lowercase());
     }
 
     /// The next operation on `service` fails with this code and message.
     pub fn fail_next_op(&self, service: &str, code: &str, message: &str) {
-        self.state.lock().fail_next.insert(service.to_ascii_lowercase(), (code.into(), message.into()));
+        self.state
+            .lock()
+            .fail_next
+            .insert(service.to_ascii_lowercase(), (code.into(), message.into()));
     }
 
     /// How many polls an operation takes.
@@ -249,13 +293,16 @@ impl FakeAzure {
     }
 
     fn get(&self, s: &mut State, service: &ServiceRef) -> Result<FakeService, AzureError> {
-        s.services.get(&service.name.to_ascii_lowercase()).cloned().ok_or_else(|| {
-            AzureError::new(
-                AzureErrorKind::NotFound,
-                Some("ResourceNotFound"),
-                format!("API Management service `{}` was not found", service.name),
-            )
-        })
+        s.services
+            .get(&service.name.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| {
+                AzureError::new(
+                    AzureErrorKind::NotFound,
+                    Some("ResourceNotFound"),
+                    format!("API Management service `{}` was not found", service.name),
+                )
+            })
     }
 
     /// Moves an operation one tick on; finished operations are kept so a late poll still
@@ -269,7 +316,10 @@ impl FakeAzure {
             let op = s.ops.get_mut(&id)?;
             if op.polls_left > 0 {
                 op.polls_left -= 1;
-                return Some(PollStatus::Running { handle: OpHandle(serde_json::json!({ "fake_op": id })), retry_after: self.poll_interval });
+                return Some(PollStatus::Running {
+                    handle: OpHandle(serde_json::json!({ "fake_op": id })),
+                    retry_after: self.poll_interval,
+                });
             }
             s.ops.remove(&id).expect("present")
         };
@@ -296,7 +346,13 @@ impl FakeAzure {
         let key = op.service.to_ascii_lowercase();
         match op.kind {
             OpKind::Backup => {
-                let svc = self.state.lock().services.get(&key).cloned().expect("service exists");
+                let svc = self
+                    .state
+                    .lock()
+                    .services
+                    .get(&key)
+                    .cloned()
+                    .expect("service exists");
                 let content = BackupContent {
                     sku: svc.sku,
                     apis: svc.apis,
@@ -305,7 +361,11 @@ impl FakeAzure {
                     created_at: self.clock.now(),
                 };
                 store
-                    .put(&op.container, op.backup.as_str(), Bytes::from(serde_json::to_vec(&content).unwrap()))
+                    .put(
+                        &op.container,
+                        op.backup.as_str(),
+                        Bytes::from(serde_json::to_vec(&content).unwrap()),
+                    )
                     .await
                     .map_err(|e| ("ContainerNotFound".to_owned(), e.to_string()))
             }
@@ -317,14 +377,20 @@ impl FakeAzure {
                 let content: BackupContent = serde_json::from_slice(&bytes).unwrap();
                 let now = self.clock.now();
                 if now - content.created_at >= drsync_core::BACKUP_LIFETIME {
-                    return Err(("RestoreFailed".into(), "Cannot restore: backup expired".into()));
+                    return Err((
+                        "RestoreFailed".into(),
+                        "Cannot restore: backup expired".into(),
+                    ));
                 }
                 let mut s = self.state.lock();
                 let svc = s.services.get_mut(&key).expect("service exists");
                 if svc.sku.tier != content.sku.tier {
                     return Err((
                         "RestoreFailed".into(),
-                        format!("Cannot restore: current SKU is '{}', backup SKU is '{}'", svc.sku.tier, content.sku.tier),
+                        format!(
+                            "Cannot restore: current SKU is '{}', backup SKU is '{}'",
+                            svc.sku.tier, content.sku.tier
+                        ),
                     ));
                 }
                 svc.apis = content.apis;
@@ -344,7 +410,11 @@ impl AzureOps for FakeAzure {
         // the service moves its running operations one tick on.
         let running: Vec<u64> = {
             let s = self.state.lock();
-            s.ops.iter().filter(|(_, op)| op.service.eq_ignore_ascii_case(&service.name)).map(|(id, _)| *id).collect()
+            s.ops
+                .iter()
+                .filter(|(_, op)| op.service.eq_ignore_ascii_case(&service.name))
+                .map(|(id, _)| *id)
+                .collect()
         };
         for id in running {
             self.advance(id).await;
@@ -360,10 +430,17 @@ impl AzureOps for FakeAzure {
                 state = "Updating".into();
             }
         }
-        Ok(ServiceState { provisioning_state: state, sku: svc.sku, location: "fake".into() })
+        Ok(ServiceState {
+            provisioning_state: state,
+            sku: svc.sku,
+            location: "fake".into(),
+        })
     }
 
-    async fn configuration_change_date(&self, service: &ServiceRef) -> Result<Option<Timestamp>, AzureError> {
+    async fn configuration_change_date(
+        &self,
+        service: &ServiceRef,
+    ) -> Result<Option<Timestamp>, AzureError> {
         let mut s = self.state.lock();
         s.reads += 1;
         Ok(self.get(&mut s, service)?.change_date)
@@ -388,12 +465,20 @@ impl AzureOps for FakeAzure {
             _ => false,
         };
         let busy = conflict || !svc.provisioning_state.eq_ignore_ascii_case("Succeeded");
-        s.posts.push(Post { kind, service: svc.service.name.clone(), backup: backup.to_string(), accepted: !busy });
+        s.posts.push(Post {
+            kind,
+            service: svc.service.name.clone(),
+            backup: backup.to_string(),
+            accepted: !busy,
+        });
         if busy {
             return Err(AzureError::new(
                 AzureErrorKind::Busy,
                 Some("Conflict"),
-                format!("API Management service `{}` is busy with another operation (409 Conflict)", service.name),
+                format!(
+                    "API Management service `{}` is busy with another operation (409 Conflict)",
+                    service.name
+                ),
             ));
         }
         let svc = s.services.get_mut(&key).expect("exists");
@@ -417,22 +502,33 @@ impl AzureOps for FakeAzure {
                 polls_left,
             },
         );
-        Ok(Begun::Accepted(OpHandle(serde_json::json!({ "fake_op": id }))))
+        Ok(Begun::Accepted(OpHandle(
+            serde_json::json!({ "fake_op": id }),
+        )))
     }
 
     async fn poll(&self, handle: &OpHandle) -> Result<PollStatus, AzureError> {
         let id = handle.0["fake_op"].as_u64().expect("fake handle");
         self.state.lock().reads += 1;
         match self.advance(id).await {
-            Some(PollStatus::Running { .. }) => {
-                Ok(PollStatus::Running { handle: handle.clone(), retry_after: self.poll_interval })
-            }
+            Some(PollStatus::Running { .. }) => Ok(PollStatus::Running {
+                handle: handle.clone(),
+                retry_after: self.poll_interval,
+            }),
             Some(done) => Ok(done),
-            None => Err(AzureError::new(AzureErrorKind::NotFound, Some("NotFound"), "operation not found")),
+            None => Err(AzureError::new(
+                AzureErrorKind::NotFound,
+                Some("NotFound"),
+                "operation not found",
+            )),
         }
     }
 
-    async fn entity_names(&self, service: &ServiceRef, kind: EntityKind) -> Result<Vec<String>, AzureError> {
+    async fn entity_names(
+        &self,
+        service: &ServiceRef,
+        kind: EntityKind,
+    ) -> Result<Vec<String>, AzureError> {
         let mut s = self.state.lock();
         s.reads += 1;
         let svc = self.get(&mut s, service)?;

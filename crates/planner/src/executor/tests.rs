@@ -7,7 +7,9 @@ use drsync_core::{ManualClock, Sku, SkuTier};
 use parking_lot::Mutex;
 
 fn now() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    chrono::Utc
+        .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+        .unwrap()
 }
 
 struct Harness {
@@ -30,12 +32,16 @@ struct Recorder {
 
 impl Observer for Recorder {
     fn event(&self, event: &Event) {
-        if let (Event::State { step, state, .. }, Some((s, st, tx))) = (event, &*self.cancel_on.lock()) {
+        if let (Event::State { step, state, .. }, Some((s, st, tx))) =
+            (event, &*self.cancel_on.lock())
+        {
             if step == s && state == st {
                 let _ = tx.send(true);
             }
         }
-        if let (Event::State { step, state, .. }, Some((s, st, hook))) = (event, &*self.hook_on.lock()) {
+        if let (Event::State { step, state, .. }, Some((s, st, hook))) =
+            (event, &*self.hook_on.lock())
+        {
             if step == s && state == st {
                 hook();
             }
@@ -45,7 +51,10 @@ impl Observer for Recorder {
 }
 
 fn premium() -> Sku {
-    Sku { tier: SkuTier::Premium, capacity: 1 }
+    Sku {
+        tier: SkuTier::Premium,
+        capacity: 1,
+    }
 }
 
 fn harness() -> Harness {
@@ -92,7 +101,15 @@ impl Harness {
 
     fn sync_plan(&self) -> Plan {
         let backups = catalog::entries(&self.cp).unwrap();
-        Plan::sync(&self.topo, &backups, &self.cp.restores().unwrap(), self.clock.now(), None, false).unwrap()
+        Plan::sync(
+            &self.topo,
+            &backups,
+            &self.cp.restores().unwrap(),
+            self.clock.now(),
+            None,
+            false,
+        )
+        .unwrap()
     }
 
     async fn run(&self, plan: Plan, options: ExecOptions) -> (Outcome, RunRecord) {
@@ -103,7 +120,12 @@ impl Harness {
     }
 
     fn posts(&self, kind: OpKind) -> Vec<String> {
-        self.azure.posts().into_iter().filter(|p| p.kind == kind && p.accepted).map(|p| p.service).collect()
+        self.azure
+            .posts()
+            .into_iter()
+            .filter(|p| p.kind == kind && p.accepted)
+            .map(|p| p.service)
+            .collect()
     }
 
     fn refused_posts(&self) -> usize {
@@ -113,7 +135,11 @@ impl Harness {
     fn assert_targets_restored(&self) {
         let weu = self.azure.service_snapshot("apim-weu").unwrap();
         for t in ["apim-neu", "apim-stg"] {
-            assert_eq!(self.azure.service_snapshot(t).unwrap().apis, weu.apis, "{t}");
+            assert_eq!(
+                self.azure.service_snapshot(t).unwrap().apis,
+                weu.apis,
+                "{t}"
+            );
         }
     }
 }
@@ -137,7 +163,10 @@ async fn first_sync_backs_up_once_and_restores_every_target() {
     assert_eq!(b.change_marker, Some(now() - chrono::Duration::days(1)));
     // The sidecar sits beside the backup blob.
     let store = h.azure.store("neubackups");
-    let sidecar = catalog::read_sidecar(store.as_ref(), "apim-backups", &b.name).await.unwrap().unwrap();
+    let sidecar = catalog::read_sidecar(store.as_ref(), "apim-backups", &b.name)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(sidecar.backup, b.name);
     assert_eq!(sidecar.run_id, Some(run.run_id));
     assert_eq!(h.cp.restores().unwrap().len(), 2);
@@ -174,18 +203,33 @@ async fn resume_polls_an_accepted_operation_instead_of_posting_again() {
     let weu = service_ref("apim-weu");
     let storage = h.topo.storage("neu-backups").unwrap().target.clone();
     let name = BackupName::new("apim-weu", now(), run.run_id);
-    h.azure.store("neubackups").create_container("apim-backups").await.unwrap();
-    let Begun::Accepted(handle) = h.azure.begin(OpKind::Backup, &weu, &storage, &name).await.unwrap() else {
+    h.azure
+        .store("neubackups")
+        .create_container("apim-backups")
+        .await
+        .unwrap();
+    let Begun::Accepted(handle) = h
+        .azure
+        .begin(OpKind::Backup, &weu, &storage, &name)
+        .await
+        .unwrap()
+    else {
         panic!("accepted expected")
     };
-    let mut pre = h.cp.step(run.run_id, "contoso-dr/preflight").unwrap().unwrap();
+    let mut pre =
+        h.cp.step(run.run_id, "contoso-dr/preflight")
+            .unwrap()
+            .unwrap();
     pre.state = StepState::Succeeded { at: now() };
     h.cp.put_step(&pre).unwrap();
     let mut rec = h.cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap();
     rec.backup = Some(name.clone());
     rec.change_marker = Some(now() - chrono::Duration::days(1));
     rec.attempt = 1;
-    rec.state = StepState::Accepted { at: now(), poll: handle.0 };
+    rec.state = StepState::Accepted {
+        at: now(),
+        poll: handle.0,
+    };
     h.cp.put_step(&rec).unwrap();
 
     let outcome = ex.execute(run).await.unwrap();
@@ -206,8 +250,15 @@ async fn an_intent_whose_post_went_through_is_settled_from_the_blob() {
     let weu = service_ref("apim-weu");
     let storage = h.topo.storage("neu-backups").unwrap().target.clone();
     let name = BackupName::new("apim-weu", now(), run.run_id);
-    h.azure.store("neubackups").create_container("apim-backups").await.unwrap();
-    h.azure.begin(OpKind::Backup, &weu, &storage, &name).await.unwrap();
+    h.azure
+        .store("neubackups")
+        .create_container("apim-backups")
+        .await
+        .unwrap();
+    h.azure
+        .begin(OpKind::Backup, &weu, &storage, &name)
+        .await
+        .unwrap();
     let mut rec = h.cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap();
     rec.backup = Some(name.clone());
     rec.change_marker = Some(now() - chrono::Duration::days(1));
@@ -218,7 +269,11 @@ async fn an_intent_whose_post_went_through_is_settled_from_the_blob() {
     assert_eq!(ex.execute(run.clone()).await.unwrap(), Outcome::Succeeded);
     assert_eq!(h.posts(OpKind::Backup).len(), 1, "settled, not re-posted");
     let rec = h.cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap();
-    assert!(rec.notes.iter().any(|n| n.contains("exists in storage")), "{:?}", rec.notes);
+    assert!(
+        rec.notes.iter().any(|n| n.contains("exists in storage")),
+        "{:?}",
+        rec.notes
+    );
     h.assert_targets_restored();
 }
 
@@ -243,20 +298,38 @@ async fn a_restore_intent_is_settled_by_the_targets_change_date() {
     // First sync, then force a second one whose restore into apim-neu was posted but not
     // recorded.
     h.run(h.sync_plan(), options()).await;
-    let plan = Plan::sync(&h.topo, &catalog::entries(&h.cp).unwrap(), &[], now(), Some("apim-neu"), false).unwrap();
+    let plan = Plan::sync(
+        &h.topo,
+        &catalog::entries(&h.cp).unwrap(),
+        &[],
+        now(),
+        Some("apim-neu"),
+        false,
+    )
+    .unwrap();
     let ex = h.executor(options());
     let run = ex.create_run(plan, false).unwrap();
     let name = catalog::entries(&h.cp).unwrap()[0].record.name.clone();
     let storage = h.topo.storage("neu-backups").unwrap().target.clone();
     h.clock.advance(chrono::Duration::minutes(5));
-    let mut rec = h.cp.step(run.run_id, "contoso-dr/restore/apim-neu").unwrap().unwrap();
+    let mut rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
     rec.backup = Some(name.clone());
     rec.state = StepState::Intent { at: h.clock.now() };
     h.cp.put_step(&rec).unwrap();
-    h.azure.begin(OpKind::Restore, &service_ref("apim-neu"), &storage, &name).await.unwrap();
+    h.azure
+        .begin(OpKind::Restore, &service_ref("apim-neu"), &storage, &name)
+        .await
+        .unwrap();
     let before = h.posts(OpKind::Restore).len();
     assert_eq!(ex.execute(run.clone()).await.unwrap(), Outcome::Succeeded);
-    assert_eq!(h.posts(OpKind::Restore).len(), before, "settled, not re-posted");
+    assert_eq!(
+        h.posts(OpKind::Restore).len(),
+        before,
+        "settled, not re-posted"
+    );
 }
 
 #[tokio::test]
@@ -269,7 +342,10 @@ async fn cancellation_leaves_an_accepted_step_that_resumes_without_reposting() {
     assert_eq!(run.status, RunStatus::Interrupted);
     let rec = h.cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap();
     assert_eq!(rec.state.name(), "accepted");
-    assert!(h.posts(OpKind::Restore).is_empty(), "no step started after the interruption");
+    assert!(
+        h.posts(OpKind::Restore).is_empty(),
+        "no step started after the interruption"
+    );
 
     // Resume (a new executor, not cancelled).
     *h.events.cancel_on.lock() = None;
@@ -299,20 +375,38 @@ async fn a_busy_service_is_waited_for() {
 async fn a_service_that_stays_busy_is_reported_clearly() {
     let h = harness();
     h.azure.conflict_next_posts("apim-weu", 1_000);
-    let opts = ExecOptions { busy_timeout: Duration::from_millis(30), ..options() };
+    let opts = ExecOptions {
+        busy_timeout: Duration::from_millis(30),
+        ..options()
+    };
     let (outcome, _) = h.run(h.sync_plan(), opts).await;
-    let Outcome::Failed(failures) = outcome else { panic!("expected failure") };
+    let Outcome::Failed(failures) = outcome else {
+        panic!("expected failure")
+    };
     assert_eq!(failures[0].0, "contoso-dr/backup");
-    assert!(failures[0].1.starts_with("ServiceBusy: API Management service `apim-weu` is busy"), "{}", failures[0].1);
+    assert!(
+        failures[0]
+            .1
+            .starts_with("ServiceBusy: API Management service `apim-weu` is busy"),
+        "{}",
+        failures[0].1
+    );
     assert!(h.posts(OpKind::Restore).is_empty());
 }
 
 #[tokio::test]
 async fn sku_mismatch_read_from_azure_is_refused_before_any_post() {
     let h = harness();
-    h.azure.edit_service("apim-neu", |s| s.sku = Sku { tier: SkuTier::Standard, capacity: 1 });
+    h.azure.edit_service("apim-neu", |s| {
+        s.sku = Sku {
+            tier: SkuTier::Standard,
+            capacity: 1,
+        }
+    });
     let (outcome, run) = h.run(h.sync_plan(), options()).await;
-    let Outcome::Failed(failures) = outcome else { panic!("expected failure") };
+    let Outcome::Failed(failures) = outcome else {
+        panic!("expected failure")
+    };
     assert!(failures[0].1.contains("SKU mismatch as read from Azure: source `apim-weu` is Premium, target `apim-neu` is Standard"), "{}", failures[0].1);
     assert!(h.azure.posts().is_empty(), "no POST at all");
     assert_eq!(run.status, RunStatus::Failed);
@@ -325,10 +419,25 @@ async fn an_expired_backup_is_refused_before_any_post() {
     let posts = h.azure.posts().len();
     let entry = catalog::entries(&h.cp).unwrap().remove(0);
     h.clock.advance(chrono::Duration::days(31));
-    let plan = Plan::restore(&h.topo, &catalog::entries(&h.cp).unwrap(), &entry.record.name, "apim-neu", h.clock.now()).unwrap();
+    let plan = Plan::restore(
+        &h.topo,
+        &catalog::entries(&h.cp).unwrap(),
+        &entry.record.name,
+        "apim-neu",
+        h.clock.now(),
+    )
+    .unwrap();
     let (outcome, _) = h.run(plan, options()).await;
-    let Outcome::Failed(failures) = outcome else { panic!("expected failure") };
-    assert!(failures[0].1.contains(&format!("backup `{}` expired at", entry.record.name)), "{}", failures[0].1);
+    let Outcome::Failed(failures) = outcome else {
+        panic!("expected failure")
+    };
+    assert!(
+        failures[0]
+            .1
+            .contains(&format!("backup `{}` expired at", entry.record.name)),
+        "{}",
+        failures[0].1
+    );
     assert_eq!(h.azure.posts().len(), posts, "no new POST");
 }
 
@@ -343,10 +452,21 @@ async fn a_change_during_the_backup_marks_it_suspect_and_takes_another() {
     assert_eq!(backups.len(), 2);
     assert_eq!(backups[0].record.consistency, Consistency::Suspect);
     assert_eq!(backups[1].record.consistency, Consistency::Consistent);
-    let restore = h.cp.step(run.run_id, "contoso-dr/restore/apim-neu").unwrap().unwrap();
-    assert_eq!(restore.backup.as_ref(), Some(&backups[1].record.name), "restores use the consistent one");
+    let restore =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        restore.backup.as_ref(),
+        Some(&backups[1].record.name),
+        "restores use the consistent one"
+    );
     let rec = h.cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap();
-    assert!(rec.notes[0].contains("is suspect: `apim-weu` changed at"), "{:?}", rec.notes);
+    assert!(
+        rec.notes[0].contains("is suspect: `apim-weu` changed at"),
+        "{:?}",
+        rec.notes
+    );
     h.assert_targets_restored();
 }
 
@@ -354,25 +474,65 @@ async fn a_change_during_the_backup_marks_it_suspect_and_takes_another() {
 async fn without_retry_a_suspect_backup_is_kept_and_noted() {
     let h = harness();
     h.azure.change_during_next_backup("apim-weu");
-    let (outcome, _) = h.run(h.sync_plan(), ExecOptions { retry_suspect: false, ..options() }).await;
+    let (outcome, _) = h
+        .run(
+            h.sync_plan(),
+            ExecOptions {
+                retry_suspect: false,
+                ..options()
+            },
+        )
+        .await;
     assert_eq!(outcome, Outcome::Succeeded);
     assert_eq!(h.posts(OpKind::Backup).len(), 1);
-    assert_eq!(catalog::entries(&h.cp).unwrap()[0].record.consistency, Consistency::Suspect);
+    assert_eq!(
+        catalog::entries(&h.cp).unwrap()[0].record.consistency,
+        Consistency::Suspect
+    );
 }
 
 #[tokio::test]
 async fn continue_on_error_finishes_the_other_targets() {
     let h = harness();
-    h.azure.fail_next_op("apim-neu", "RestoreFailed", "Cannot restore: storage unreachable");
-    let (outcome, run) = h.run(h.sync_plan(), ExecOptions { continue_on_error: true, concurrency: 1, ..options() }).await;
-    let Outcome::Failed(failures) = outcome else { panic!("expected failure") };
-    assert_eq!(failures, [("contoso-dr/restore/apim-neu".to_owned(), "RestoreFailed: Cannot restore: storage unreachable".to_owned())]);
+    h.azure.fail_next_op(
+        "apim-neu",
+        "RestoreFailed",
+        "Cannot restore: storage unreachable",
+    );
+    let (outcome, run) = h
+        .run(
+            h.sync_plan(),
+            ExecOptions {
+                continue_on_error: true,
+                concurrency: 1,
+                ..options()
+            },
+        )
+        .await;
+    let Outcome::Failed(failures) = outcome else {
+        panic!("expected failure")
+    };
+    assert_eq!(
+        failures,
+        [(
+            "contoso-dr/restore/apim-neu".to_owned(),
+            "RestoreFailed: Cannot restore: storage unreachable".to_owned()
+        )]
+    );
     let steps: BTreeMap<String, &'static str> =
-        h.cp.steps(run.run_id).unwrap().into_iter().map(|s| (s.step_id, s.state.name())).collect();
+        h.cp.steps(run.run_id)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.step_id, s.state.name()))
+            .collect();
     assert_eq!(steps["contoso-dr/verify/apim-neu"], "skipped");
     assert_eq!(steps["contoso-dr/verify/apim-stg"], "succeeded");
-    let Some(StepRecord { state: StepState::Failed { code, .. }, .. }) =
-        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu").unwrap()
+    let Some(StepRecord {
+        state: StepState::Failed { code, .. },
+        ..
+    }) =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
     else {
         panic!("failed state expected")
     };
@@ -383,10 +543,22 @@ async fn continue_on_error_finishes_the_other_targets() {
 async fn fail_fast_stops_starting_steps() {
     let h = harness();
     h.azure.fail_next_op("apim-neu", "RestoreFailed", "boom");
-    let (outcome, run) = h.run(h.sync_plan(), ExecOptions { concurrency: 1, ..options() }).await;
+    let (outcome, run) = h
+        .run(
+            h.sync_plan(),
+            ExecOptions {
+                concurrency: 1,
+                ..options()
+            },
+        )
+        .await;
     assert!(matches!(outcome, Outcome::Failed(_)));
     let steps: BTreeMap<String, &'static str> =
-        h.cp.steps(run.run_id).unwrap().into_iter().map(|s| (s.step_id, s.state.name())).collect();
+        h.cp.steps(run.run_id)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.step_id, s.state.name()))
+            .collect();
     assert_eq!(steps["contoso-dr/restore/apim-stg"], "pending");
 }
 
@@ -394,10 +566,17 @@ async fn fail_fast_stops_starting_steps() {
 async fn a_lease_held_by_another_run_stops_the_run() {
     let h = harness();
     let weu = service_ref("apim-weu").resource_id();
-    h.cp.try_lease(&weu, "other-run/step", chrono::Duration::minutes(10), now()).unwrap().unwrap();
+    h.cp.try_lease(&weu, "other-run/step", chrono::Duration::minutes(10), now())
+        .unwrap()
+        .unwrap();
     let (outcome, run) = h.run(h.sync_plan(), options()).await;
-    let Outcome::LeaseHeld { service, owner, .. } = outcome else { panic!("{outcome:?}") };
-    assert_eq!((service.as_str(), owner.as_str()), ("apim-weu", "other-run/step"));
+    let Outcome::LeaseHeld { service, owner, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        (service.as_str(), owner.as_str()),
+        ("apim-weu", "other-run/step")
+    );
     assert!(h.azure.posts().is_empty());
     assert_eq!(run.status, RunStatus::Interrupted);
 }
@@ -420,7 +599,10 @@ async fn restores_never_overlap_on_one_service_and_run_in_parallel_across_target
     let stg_acc = pos("contoso-dr/restore/apim-stg", "accepted");
     let neu_done = pos("contoso-dr/restore/apim-neu", "succeeded");
     let stg_done = pos("contoso-dr/restore/apim-stg", "succeeded");
-    assert!(neu_acc < stg_done && stg_acc < neu_done, "restores ran in parallel");
+    assert!(
+        neu_acc < stg_done && stg_acc < neu_done,
+        "restores ran in parallel"
+    );
 }
 
 #[tokio::test]
@@ -433,10 +615,15 @@ async fn verification_names_what_the_restored_target_lacks() {
         Box::new(move || azure.edit_service("apim-neu", |s| s.apis.retain(|a| a != "orders"))),
     ));
     let (outcome, _) = h.run(h.sync_plan(), options()).await;
-    let Outcome::Failed(failures) = outcome else { panic!("expected failure") };
+    let Outcome::Failed(failures) = outcome else {
+        panic!("expected failure")
+    };
     assert_eq!(
         failures,
-        [("contoso-dr/verify/apim-neu".to_owned(), "VerificationFailed: APIs missing on `apim-neu`: orders".to_owned())]
+        [(
+            "contoso-dr/verify/apim-neu".to_owned(),
+            "VerificationFailed: APIs missing on `apim-neu`: orders".to_owned()
+        )]
     );
 }
 
@@ -445,7 +632,12 @@ async fn the_backup_step_records_the_manifest_verification_uses() {
     let h = harness();
     h.run(h.sync_plan(), options()).await;
     // Read once, right after the backup, while the change marker held still.
-    let rec = h.cp.steps(h.cp.runs().unwrap()[0].run_id).unwrap().into_iter().find(|s| s.step_id == "contoso-dr/backup").unwrap();
+    let rec =
+        h.cp.steps(h.cp.runs().unwrap()[0].run_id)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.step_id == "contoso-dr/backup")
+            .unwrap();
     let manifest = rec.manifest.unwrap();
     assert_eq!(manifest["APIs"], ["echo", "orders"]);
     assert_eq!(manifest.len(), 3);
@@ -453,7 +645,13 @@ async fn the_backup_step_records_the_manifest_verification_uses() {
 
 #[test]
 fn crash_points_parse() {
-    assert_eq!(CrashPoint::parse("accepted:backup"), Some(CrashPoint { state: "accepted", kind: OpKind::Backup }));
+    assert_eq!(
+        CrashPoint::parse("accepted:backup"),
+        Some(CrashPoint {
+            state: "accepted",
+            kind: OpKind::Backup
+        })
+    );
     assert_eq!(CrashPoint::parse("posted:restore").unwrap().state, "posted");
     assert_eq!(CrashPoint::parse("accepted"), None);
     assert_eq!(CrashPoint::parse("later:backup"), None);

@@ -5,7 +5,9 @@ use drsync_core::{BackupRecord, Sku, SkuTier};
 use expect_test::expect;
 
 fn now() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    chrono::Utc
+        .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+        .unwrap()
 }
 
 fn backup(service: &str, age: chrono::Duration, consistency: Consistency) -> CatalogEntry {
@@ -15,7 +17,10 @@ fn backup(service: &str, age: chrono::Duration, consistency: Consistency) -> Cat
         record: BackupRecord {
             name: BackupName::new(service, created, run),
             source: service_ref(service),
-            sku: Sku { tier: SkuTier::Premium, capacity: 1 },
+            sku: Sku {
+                tier: SkuTier::Premium,
+                capacity: 1,
+            },
             storage_account: "neubackups".into(),
             container: "apim-backups".into(),
             created_at: created,
@@ -75,14 +80,21 @@ fn first_sync_plan_renders_as_table_json_and_dot() {
     let json: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap();
     assert_eq!(json["schema_version"], 1);
     assert_eq!(json["steps"][1]["reason"]["reason"], "first_sync");
-    assert_eq!(json["steps"][2]["action"]["backup"]["step"], "contoso-dr/backup");
+    assert_eq!(
+        json["steps"][2]["action"]["backup"]["step"],
+        "contoso-dr/backup"
+    );
     let back: Plan = serde_json::from_str(&plan.to_json()).unwrap();
     assert_eq!(back, plan);
 }
 
 #[test]
 fn same_inputs_same_plan() {
-    let b = [backup("apim-weu", chrono::Duration::hours(3), Consistency::Consistent)];
+    let b = [backup(
+        "apim-weu",
+        chrono::Duration::hours(3),
+        Consistency::Consistent,
+    )];
     let a = Plan::sync(&demo(), &b, &[], now(), None, false).unwrap();
     let c = Plan::sync(&demo(), &b, &[], now(), None, false).unwrap();
     assert_eq!(a.to_json(), c.to_json());
@@ -90,18 +102,40 @@ fn same_inputs_same_plan() {
 
 #[test]
 fn reasons_follow_rpo_force_and_restores() {
-    let fresh = backup("apim-weu", chrono::Duration::minutes(10), Consistency::Consistent);
-    let old = backup("apim-weu", chrono::Duration::minutes(90), Consistency::Consistent);
+    let fresh = backup(
+        "apim-weu",
+        chrono::Duration::minutes(10),
+        Consistency::Consistent,
+    );
+    let old = backup(
+        "apim-weu",
+        chrono::Duration::minutes(90),
+        Consistency::Consistent,
+    );
     let reasons = |plan: &Plan| -> Vec<String> {
-        plan.steps.iter().map(|s| format!("{}: {}", s.id, s.reason)).collect()
+        plan.steps
+            .iter()
+            .map(|s| format!("{}: {}", s.id, s.reason))
+            .collect()
     };
 
     // Older than the one-hour RPO: a new backup.
     let plan = Plan::sync(&demo(), std::slice::from_ref(&old), &[], now(), None, false).unwrap();
-    assert_eq!(reasons(&plan)[1], "contoso-dr/backup: newest backup is 1h 30m old, older than the RPO of 1h 0m");
+    assert_eq!(
+        reasons(&plan)[1],
+        "contoso-dr/backup: newest backup is 1h 30m old, older than the RPO of 1h 0m"
+    );
 
     // Fresh backup, one target holds it, the other does not.
-    let plan = Plan::sync(&demo(), std::slice::from_ref(&fresh), &[restored("apim-neu", &fresh)], now(), None, false).unwrap();
+    let plan = Plan::sync(
+        &demo(),
+        std::slice::from_ref(&fresh),
+        &[restored("apim-neu", &fresh)],
+        now(),
+        None,
+        false,
+    )
+    .unwrap();
     expect![[r#"
         [
             "contoso-dr/preflight: checks before any change",
@@ -111,7 +145,10 @@ fn reasons_follow_rpo_force_and_restores() {
     "#]]
     .assert_debug_eq(&reasons(&plan));
     assert_eq!(plan.up_to_date.len(), 1);
-    assert!(plan.to_table().contains("up to date: apim-neu holds apim-weu."));
+    assert!(
+        plan.to_table()
+            .contains("up to date: apim-neu holds apim-weu.")
+    );
 
     // Everything current: nothing to do.
     let plan = Plan::sync(
@@ -127,13 +164,28 @@ fn reasons_follow_rpo_force_and_restores() {
     assert!(plan.to_table().starts_with("Nothing to do"));
 
     // --force takes a backup anyway.
-    let plan = Plan::sync(&demo(), std::slice::from_ref(&fresh), &[], now(), None, true).unwrap();
+    let plan = Plan::sync(
+        &demo(),
+        std::slice::from_ref(&fresh),
+        &[],
+        now(),
+        None,
+        true,
+    )
+    .unwrap();
     assert_eq!(reasons(&plan)[1], "contoso-dr/backup: forced (--force)");
 
     // A suspect backup does not count as valid.
-    let suspect = backup("apim-weu", chrono::Duration::minutes(5), Consistency::Suspect);
+    let suspect = backup(
+        "apim-weu",
+        chrono::Duration::minutes(5),
+        Consistency::Suspect,
+    );
     let plan = Plan::sync(&demo(), &[suspect], &[], now(), None, false).unwrap();
-    assert_eq!(reasons(&plan)[1], "contoso-dr/backup: first sync: no valid backup yet");
+    assert_eq!(
+        reasons(&plan)[1],
+        "contoso-dr/backup: first sync: no valid backup yet"
+    );
 }
 
 #[test]
@@ -142,11 +194,18 @@ fn only_limits_the_plan_to_one_service() {
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["contoso-dr/preflight", "contoso-dr/backup", "contoso-dr/restore/apim-stg", "contoso-dr/verify/apim-stg"]
+        [
+            "contoso-dr/preflight",
+            "contoso-dr/backup",
+            "contoso-dr/restore/apim-stg",
+            "contoso-dr/verify/apim-stg"
+        ]
     );
     let err = Plan::sync(&demo(), &[], &[], now(), Some("apim-xyz"), false).unwrap_err();
-    expect!["service `apim-xyz` is not part of any replication (check the [[replication]] entries)"]
-        .assert_eq(&err.to_string());
+    expect![
+        "service `apim-xyz` is not part of any replication (check the [[replication]] entries)"
+    ]
+    .assert_eq(&err.to_string());
 }
 
 #[test]
@@ -155,13 +214,38 @@ fn backup_and_restore_plans() {
     assert_eq!(plan.steps.len(), 2);
     assert!(Plan::backup(&demo(), "apim-neu", now()).is_err());
 
-    let b = backup("apim-weu", chrono::Duration::hours(1), Consistency::Consistent);
-    let plan = Plan::restore(&demo(), std::slice::from_ref(&b), &b.record.name, "apim-neu", now()).unwrap();
+    let b = backup(
+        "apim-weu",
+        chrono::Duration::hours(1),
+        Consistency::Consistent,
+    );
+    let plan = Plan::restore(
+        &demo(),
+        std::slice::from_ref(&b),
+        &b.record.name,
+        "apim-neu",
+        now(),
+    )
+    .unwrap();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["contoso-dr/preflight", "contoso-dr/restore/apim-neu", "contoso-dr/verify/apim-neu"]);
+    assert_eq!(
+        ids,
+        [
+            "contoso-dr/preflight",
+            "contoso-dr/restore/apim-neu",
+            "contoso-dr/verify/apim-neu"
+        ]
+    );
     let err = Plan::restore(&demo(), &[], &b.record.name, "apim-neu", now()).unwrap_err();
     assert!(err.to_string().contains("is not in the catalog"), "{err}");
-    let err = Plan::restore(&demo(), std::slice::from_ref(&b), &b.record.name, "apim-weu", now()).unwrap_err();
+    let err = Plan::restore(
+        &demo(),
+        std::slice::from_ref(&b),
+        &b.record.name,
+        "apim-weu",
+        now(),
+    )
+    .unwrap_err();
     expect!["service `apim-weu` is not the target of any replication; drsync restores only into configured targets"]
         .assert_eq(&err.to_string());
 }

@@ -2,12 +2,17 @@ use super::*;
 use chrono::TimeZone;
 
 fn now() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    chrono::Utc
+        .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+        .unwrap()
 }
 
 fn stores() -> Vec<(Checkpoints, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    vec![(Checkpoints::in_memory(), None), (Checkpoints::open(dir.path()).unwrap(), Some(dir))]
+    vec![
+        (Checkpoints::in_memory(), None),
+        (Checkpoints::open(dir.path()).unwrap(), Some(dir)),
+    ]
 }
 
 fn plan() -> Plan {
@@ -31,13 +36,25 @@ fn runs_and_steps_round_trip() {
         assert_eq!(cp.run(run.run_id).unwrap().unwrap(), run);
         assert_eq!(cp.find_run("00000000").unwrap().unwrap().run_id, run.run_id);
         let mut step = StepRecord::pending(run.run_id, "contoso-dr/backup", now());
-        step.state = StepState::Accepted { at: now(), poll: serde_json::json!({"url": "https://x/op"}) };
+        step.state = StepState::Accepted {
+            at: now(),
+            poll: serde_json::json!({"url": "https://x/op"}),
+        };
         cp.put_step(&step).unwrap();
-        cp.put_step(&StepRecord::pending(run.run_id, "contoso-dr/preflight", now())).unwrap();
-        cp.put_step(&StepRecord::pending(Uuid::from_u128(8), "other", now())).unwrap();
+        cp.put_step(&StepRecord::pending(
+            run.run_id,
+            "contoso-dr/preflight",
+            now(),
+        ))
+        .unwrap();
+        cp.put_step(&StepRecord::pending(Uuid::from_u128(8), "other", now()))
+            .unwrap();
         let steps = cp.steps(run.run_id).unwrap();
         assert_eq!(steps.len(), 2);
-        assert_eq!(cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap(), step);
+        assert_eq!(
+            cp.step(run.run_id, "contoso-dr/backup").unwrap().unwrap(),
+            step
+        );
     }
 }
 
@@ -46,7 +63,8 @@ fn sled_state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let cp = Checkpoints::open(dir.path()).unwrap();
-        cp.put_step(&StepRecord::pending(Uuid::from_u128(1), "s", now())).unwrap();
+        cp.put_step(&StepRecord::pending(Uuid::from_u128(1), "s", now()))
+            .unwrap();
     }
     let cp = Checkpoints::open(dir.path()).unwrap();
     assert!(cp.step(Uuid::from_u128(1), "s").unwrap().is_some());
@@ -60,10 +78,15 @@ fn leases_exclude_other_owners_until_expiry() {
         let mine = cp.try_lease(svc, "run1/step", ttl, now()).unwrap().unwrap();
         assert_eq!(mine.expires_at, now() + ttl);
         // The same owner may retake (resume) and extend.
-        let again = cp.try_lease(svc, "run1/step", ttl, now() + chrono::Duration::minutes(1)).unwrap();
+        let again = cp
+            .try_lease(svc, "run1/step", ttl, now() + chrono::Duration::minutes(1))
+            .unwrap();
         assert!(again.is_ok());
         // Somebody else is refused while it is valid (case-insensitive ids) ...
-        let held = cp.try_lease(&svc.to_uppercase(), "run2/step", ttl, now()).unwrap().unwrap_err();
+        let held = cp
+            .try_lease(&svc.to_uppercase(), "run2/step", ttl, now())
+            .unwrap()
+            .unwrap_err();
         assert_eq!(held.owner, "run1/step");
         // ... and may take it once expired.
         let later = now() + chrono::Duration::minutes(12);
@@ -79,7 +102,8 @@ fn leases_exclude_other_owners_until_expiry() {
 #[test]
 fn newer_schema_is_refused_with_a_clear_message() {
     let kv = Arc::new(MemoryKv::default());
-    kv.put(Tree::Runs, "x", br#"{"schema_version": 9}"#.to_vec()).unwrap();
+    kv.put(Tree::Runs, "x", br#"{"schema_version": 9}"#.to_vec())
+        .unwrap();
     let cp = Checkpoints::new(kv);
     let err = cp.runs().unwrap_err().to_string();
     assert!(err.contains("schema version 9 is newer"), "{err}");
@@ -92,7 +116,11 @@ fn restore_records_are_keyed_by_target_case_insensitively() {
             cp.put_restore(&RestoreDoc {
                 schema_version: 1,
                 target: target.into(),
-                backup: BackupName::new("apim-weu", now() + chrono::Duration::seconds(at), Uuid::nil()),
+                backup: BackupName::new(
+                    "apim-weu",
+                    now() + chrono::Duration::seconds(at),
+                    Uuid::nil(),
+                ),
                 restored_at: now(),
                 run_id: Uuid::nil(),
             })
@@ -100,6 +128,9 @@ fn restore_records_are_keyed_by_target_case_insensitively() {
         }
         let all = cp.restores().unwrap();
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].backup.started_at(), now() + chrono::Duration::seconds(2));
+        assert_eq!(
+            all[0].backup.started_at(),
+            now() + chrono::Duration::seconds(2)
+        );
     }
 }

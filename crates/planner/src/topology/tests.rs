@@ -19,7 +19,12 @@ fn valid_topology_builds_with_a_warning_for_same_region_storage() {
             service("apim-stg", "westeurope", SkuTier::Premium, Role::Staging),
         ],
         vec![storage("weu-backups", "westeurope")],
-        vec![edge("dr", "apim-weu", &["apim-neu", "apim-stg"], "weu-backups")],
+        vec![edge(
+            "dr",
+            "apim-weu",
+            &["apim-neu", "apim-stg"],
+            "weu-backups",
+        )],
     )
     .unwrap();
     assert_eq!(t.edge_count(), 2);
@@ -56,7 +61,10 @@ fn cycle_is_refused() {
                 service("apim-b", "northeurope", SkuTier::Premium, Role::Primary),
             ],
             vec![storage("neu", "northeurope")],
-            vec![edge("ab", "apim-a", &["apim-b"], "neu"), edge("ba", "apim-b", &["apim-a"], "neu")],
+            vec![
+                edge("ab", "apim-a", &["apim-b"], "neu"),
+                edge("ba", "apim-b", &["apim-a"], "neu"),
+            ],
         ),
         expect![[r#"
             the replication topology is invalid (3 problems):
@@ -76,7 +84,10 @@ fn target_with_two_sources_is_refused() {
                 service("apim-c", "northeurope", SkuTier::Premium, Role::Standby),
             ],
             vec![storage("neu", "northeurope")],
-            vec![edge("a", "apim-a", &["apim-c"], "neu"), edge("b", "apim-b", &["apim-c"], "neu")],
+            vec![
+                edge("a", "apim-a", &["apim-c"], "neu"),
+                edge("b", "apim-b", &["apim-c"], "neu"),
+            ],
         ),
         expect![[r#"
             the replication topology is invalid (1 problem):
@@ -146,7 +157,10 @@ fn standby_used_as_source_is_refused() {
                 service("apim-c", "eastus", SkuTier::Premium, Role::Standby),
             ],
             vec![storage("neu", "northeurope")],
-            vec![edge("ab", "apim-a", &["apim-b"], "neu"), edge("bc", "apim-b", &["apim-c"], "neu")],
+            vec![
+                edge("ab", "apim-a", &["apim-b"], "neu"),
+                edge("bc", "apim-b", &["apim-c"], "neu"),
+            ],
         ),
         expect![[r#"
             the replication topology is invalid (1 problem):
