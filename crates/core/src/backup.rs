@@ -9,9 +9,9 @@ use std::fmt;
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
 
-use crate::service::{validate_service_name, ServiceRef};
-use crate::sku::Sku;
 use crate::Timestamp;
+use crate::service::{ServiceRef, validate_service_name};
+use crate::sku::Sku;
 
 /// How long Azure keeps a backup restorable: 30 days from creation.
 pub const BACKUP_LIFETIME: chrono::Duration = chrono::Duration::days(30);
@@ -19,7 +19,9 @@ pub const BACKUP_LIFETIME: chrono::Duration = chrono::Duration::days(30);
 const STAMP: &str = "%Y%m%dT%H%M%SZ";
 
 /// A backup's name: deterministic, sortable by time, unique per run, valid as a blob name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct BackupName(String);
 
@@ -173,7 +175,10 @@ mod tests {
         BackupRecord {
             name: BackupName::new("apim", created, uuid::Uuid::nil()),
             source: ServiceRef::new(sub, "rg", "apim").unwrap(),
-            sku: Sku { tier: SkuTier::Premium, capacity: 1 },
+            sku: Sku {
+                tier: SkuTier::Premium,
+                capacity: 1,
+            },
             storage_account: "acct".into(),
             container: "backups".into(),
             created_at: created,
@@ -195,8 +200,16 @@ mod tests {
         assert_eq!(a.started_at(), at(1_800_000_000));
         assert!(a.as_str().starts_with(&BackupName::prefix_for("apim-prod")));
         assert!(!a.as_str().starts_with(&BackupName::prefix_for("apim")));
-        assert_eq!(a.sidecar_blob(), "apim-prod.20270115T080000Z.abcdef12.drsync.json");
-        for bad in ["apim", "apim.2027.abcdef12", "apim.20270115T080000Z.xyz", "a.b.c.d"] {
+        assert_eq!(
+            a.sidecar_blob(),
+            "apim-prod.20270115T080000Z.abcdef12.drsync.json"
+        );
+        for bad in [
+            "apim",
+            "apim.2027.abcdef12",
+            "apim.20270115T080000Z.xyz",
+            "a.b.c.d",
+        ] {
             assert!(BackupName::parse(bad).is_err(), "{bad}");
         }
     }

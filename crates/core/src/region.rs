@@ -29,10 +29,22 @@ const REGIONS: &[(&str, &str, Option<&str>)] = &[
     ("ukwest", "UK West", Some("uksouth")),
     ("francecentral", "France Central", Some("francesouth")),
     ("francesouth", "France South", Some("francecentral")),
-    ("germanywestcentral", "Germany West Central", Some("germanynorth")),
+    (
+        "germanywestcentral",
+        "Germany West Central",
+        Some("germanynorth"),
+    ),
     ("germanynorth", "Germany North", Some("germanywestcentral")),
-    ("switzerlandnorth", "Switzerland North", Some("switzerlandwest")),
-    ("switzerlandwest", "Switzerland West", Some("switzerlandnorth")),
+    (
+        "switzerlandnorth",
+        "Switzerland North",
+        Some("switzerlandwest"),
+    ),
+    (
+        "switzerlandwest",
+        "Switzerland West",
+        Some("switzerlandnorth"),
+    ),
     ("norwayeast", "Norway East", Some("norwaywest")),
     ("norwaywest", "Norway West", Some("norwayeast")),
     ("swedencentral", "Sweden Central", Some("swedensouth")),
@@ -46,15 +58,39 @@ const REGIONS: &[(&str, &str, Option<&str>)] = &[
     ("japanwest", "Japan West", Some("japaneast")),
     ("koreacentral", "Korea Central", Some("koreasouth")),
     ("koreasouth", "Korea South", Some("koreacentral")),
-    ("australiaeast", "Australia East", Some("australiasoutheast")),
-    ("australiasoutheast", "Australia Southeast", Some("australiaeast")),
-    ("australiacentral", "Australia Central", Some("australiacentral2")),
-    ("australiacentral2", "Australia Central 2", Some("australiacentral")),
+    (
+        "australiaeast",
+        "Australia East",
+        Some("australiasoutheast"),
+    ),
+    (
+        "australiasoutheast",
+        "Australia Southeast",
+        Some("australiaeast"),
+    ),
+    (
+        "australiacentral",
+        "Australia Central",
+        Some("australiacentral2"),
+    ),
+    (
+        "australiacentral2",
+        "Australia Central 2",
+        Some("australiacentral"),
+    ),
     ("centralindia", "Central India", Some("southindia")),
     ("southindia", "South India", Some("centralindia")),
     ("westindia", "West India", Some("southindia")),
-    ("southafricanorth", "South Africa North", Some("southafricawest")),
-    ("southafricawest", "South Africa West", Some("southafricanorth")),
+    (
+        "southafricanorth",
+        "South Africa North",
+        Some("southafricawest"),
+    ),
+    (
+        "southafricawest",
+        "South Africa West",
+        Some("southafricanorth"),
+    ),
     ("uaenorth", "UAE North", Some("uaecentral")),
     ("uaecentral", "UAE Central", Some("uaenorth")),
     ("qatarcentral", "Qatar Central", None),
@@ -68,14 +104,19 @@ pub struct Region(&'static str);
 
 /// The region is not one drsync knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown Azure region `{0}` (use the ARM name such as `westeurope` or the display name such as `West Europe`)")]
+#[error(
+    "unknown Azure region `{0}` (use the ARM name such as `westeurope` or the display name such as `West Europe`)"
+)]
 pub struct UnknownRegion(pub String);
 
 impl Region {
     /// Parses an ARM name (`westeurope`) or a display name (`West Europe`), case-insensitively.
     pub fn parse(text: &str) -> Result<Self, UnknownRegion> {
-        let key: String =
-            text.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect();
+        let key: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect();
         REGIONS
             .iter()
             .find(|(name, _, _)| *name == key)
@@ -104,7 +145,10 @@ impl Region {
     }
 
     fn entry(self) -> &'static (&'static str, &'static str, Option<&'static str>) {
-        REGIONS.iter().find(|(name, _, _)| *name == self.0).expect("Region holds a known name")
+        REGIONS
+            .iter()
+            .find(|(name, _, _)| *name == self.0)
+            .expect("Region holds a known name")
     }
 }
 
@@ -158,7 +202,10 @@ mod tests {
             assert_eq!(Region::parse(text).unwrap().name(), "westeurope", "{text}");
         }
         assert_eq!(Region::parse("East US 2").unwrap().name(), "eastus2");
-        assert_eq!(Region::parse("westeurope").unwrap().display_name(), "West Europe");
+        assert_eq!(
+            Region::parse("westeurope").unwrap().display_name(),
+            "West Europe"
+        );
         assert!(Region::parse("atlantis").is_err());
     }
 
@@ -173,7 +220,10 @@ mod tests {
         let h: Holder = toml::from_str(&text).unwrap();
         drop(text);
         assert_eq!(h.region.name(), "westeurope");
-        assert_eq!(toml::to_string(&h).unwrap().trim(), "region = \"westeurope\"");
+        assert_eq!(
+            toml::to_string(&h).unwrap().trim(),
+            "region = \"westeurope\""
+        );
         assert!(toml::from_str::<Holder>("region = \"atlantis\"").is_err());
     }
 

@@ -50,7 +50,9 @@ pub enum SecretRef {
 #[non_exhaustive]
 pub enum SecretError {
     /// The text is not `env:NAME` or `file:PATH`; it may be a literal secret.
-    #[error("expected a secret reference `env:NAME` or `file:PATH`, found a literal value (never put secrets in the configuration)")]
+    #[error(
+        "expected a secret reference `env:NAME` or `file:PATH`, found a literal value (never put secrets in the configuration)"
+    )]
     Literal,
     /// `env:` or `file:` with nothing after it.
     #[error("secret reference `{0}` names nothing")]
@@ -98,8 +100,10 @@ impl SecretRef {
     ) -> Result<Secret, SecretError> {
         let value = match self {
             Self::Env(name) => env(name).ok_or_else(|| SecretError::MissingEnv(name.clone()))?,
-            Self::File(path) => read_file(path)
-                .map_err(|e| SecretError::File { path: path.clone(), reason: e.to_string() })?,
+            Self::File(path) => read_file(path).map_err(|e| SecretError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
         };
         let value = value.trim();
         if value.is_empty() {
@@ -140,11 +144,22 @@ mod tests {
 
     #[test]
     fn references_parse_and_literals_are_refused() {
-        assert_eq!(SecretRef::parse("env:AZ").unwrap(), SecretRef::Env("AZ".into()));
-        assert_eq!(SecretRef::parse("file:/run/k").unwrap(), SecretRef::File("/run/k".into()));
+        assert_eq!(
+            SecretRef::parse("env:AZ").unwrap(),
+            SecretRef::Env("AZ".into())
+        );
+        assert_eq!(
+            SecretRef::parse("file:/run/k").unwrap(),
+            SecretRef::File("/run/k".into())
+        );
         assert_eq!(SecretRef::parse("s3cr3t~value"), Err(SecretError::Literal));
-        assert_eq!(SecretRef::parse("env:"), Err(SecretError::Empty("env:".into())));
-        let err = SecretRef::parse("Eby8vdM02xNOcqFl==").unwrap_err().to_string();
+        assert_eq!(
+            SecretRef::parse("env:"),
+            Err(SecretError::Empty("env:".into()))
+        );
+        let err = SecretRef::parse("Eby8vdM02xNOcqFl==")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("Eby8"), "{err}");
     }
 
@@ -152,11 +167,17 @@ mod tests {
     fn resolution_reads_through_the_given_functions() {
         let env = |n: &str| (n == "K").then(|| " v \n".to_owned());
         let no_file = |_: &Path| Err(std::io::Error::other("nope"));
-        let r = SecretRef::Env("K".into()).resolve_with(env, no_file).unwrap();
+        let r = SecretRef::Env("K".into())
+            .resolve_with(env, no_file)
+            .unwrap();
         assert_eq!(r.expose(), "v");
-        let err = SecretRef::Env("X".into()).resolve_with(env, no_file).unwrap_err();
+        let err = SecretRef::Env("X".into())
+            .resolve_with(env, no_file)
+            .unwrap_err();
         assert_eq!(err, SecretError::MissingEnv("X".into()));
-        let err = SecretRef::File("/k".into()).resolve_with(env, no_file).unwrap_err();
+        let err = SecretRef::File("/k".into())
+            .resolve_with(env, no_file)
+            .unwrap_err();
         assert!(err.to_string().contains("/k"));
     }
 }

@@ -21,18 +21,26 @@ pub enum IdError {
     #[error("subscription `{0}` is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
     Subscription(String),
     /// The resource group name breaks Azure's naming rule.
-    #[error("resource group `{0}` is invalid: 1-90 letters, digits, `_`, `-`, `.`, `(`, `)`, not ending in `.`")]
+    #[error(
+        "resource group `{0}` is invalid: 1-90 letters, digits, `_`, `-`, `.`, `(`, `)`, not ending in `.`"
+    )]
     ResourceGroup(String),
     /// The service name breaks Azure's naming rule.
-    #[error("service name `{0}` is invalid: 1-50 characters, a letter first, then letters, digits or hyphens, not ending in a hyphen")]
+    #[error(
+        "service name `{0}` is invalid: 1-50 characters, a letter first, then letters, digits or hyphens, not ending in a hyphen"
+    )]
     ServiceName(String),
     /// The text is not an API Management service resource id.
-    #[error("`{0}` is not an API Management resource id (/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.ApiManagement/service/{{name}})")]
+    #[error(
+        "`{0}` is not an API Management resource id (/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.ApiManagement/service/{{name}})"
+    )]
     ResourceId(String),
 }
 
 /// An Azure subscription id: a GUID, kept in lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SubscriptionId(String);
 
@@ -40,7 +48,11 @@ impl SubscriptionId {
     /// Parses and validates a subscription GUID.
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let ok = text.len() == 36 && uuid::Uuid::try_parse(text).is_ok();
-        if ok { Ok(Self(text.to_ascii_lowercase())) } else { Err(IdError::Subscription(text.into())) }
+        if ok {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(IdError::Subscription(text.into()))
+        }
     }
 
     /// The GUID as text.
@@ -90,7 +102,9 @@ pub fn validate_resource_group(name: &str) -> Result<(), IdError> {
 }
 
 /// One API Management service, wherever it lives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ServiceRef {
     /// The subscription.
     pub subscription: SubscriptionId,
@@ -110,7 +124,11 @@ impl ServiceRef {
         let (resource_group, name) = (resource_group.into(), name.into());
         validate_resource_group(&resource_group)?;
         validate_service_name(&name)?;
-        Ok(Self { subscription, resource_group, name })
+        Ok(Self {
+            subscription,
+            resource_group,
+            name,
+        })
     }
 
     /// The ARM resource id, `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ApiManagement/service/{name}`.
@@ -168,22 +186,32 @@ mod tests {
     fn subscriptions_must_be_guids() {
         assert!(SubscriptionId::parse(SUB).is_ok());
         assert_eq!(
-            SubscriptionId::parse("3F2504E0-4F89-11D3-9A0C-0305E82C3301").unwrap().as_str(),
+            SubscriptionId::parse("3F2504E0-4F89-11D3-9A0C-0305E82C3301")
+                .unwrap()
+                .as_str(),
             "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
         );
-        for bad in ["prod", "", "00000000111122223333444444444444", "{00000000-1111-2222-3333-444444444444}"] {
+        for bad in [
+            "prod",
+            "",
+            "00000000111122223333444444444444",
+            "{00000000-1111-2222-3333-444444444444}",
+        ] {
             assert!(SubscriptionId::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn resource_ids_parse_case_insensitively() {
-        let id = format!("/SUBSCRIPTIONS/{SUB}/resourcegroups/rg-1/providers/microsoft.apimanagement/SERVICE/apim1");
+        let id = format!(
+            "/SUBSCRIPTIONS/{SUB}/resourcegroups/rg-1/providers/microsoft.apimanagement/SERVICE/apim1"
+        );
         let r = ServiceRef::parse_resource_id(&id).unwrap();
         assert_eq!(r.name, "apim1");
         assert_eq!(r.resource_group, "rg-1");
         assert!(ServiceRef::parse_resource_id("/subscriptions/x/resourceGroups/r").is_err());
-        let other = format!("/subscriptions/{SUB}/resourceGroups/r/providers/Microsoft.Web/sites/a");
+        let other =
+            format!("/subscriptions/{SUB}/resourceGroups/r/providers/Microsoft.Web/sites/a");
         assert!(ServiceRef::parse_resource_id(&other).is_err());
     }
 

@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// An API Management pricing tier, as ARM names it in `sku.name` (api-version 2024-05-01).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum SkuTier {
     /// Developer: non-production, no SLA.
     Developer,
@@ -25,7 +27,9 @@ pub enum SkuTier {
 
 /// The tier name is not an API Management SKU.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown SKU `{0}` (expected one of Developer, Basic, Standard, Premium, Consumption, Isolated, BasicV2, StandardV2)")]
+#[error(
+    "unknown SKU `{0}` (expected one of Developer, Basic, Standard, Premium, Consumption, Isolated, BasicV2, StandardV2)"
+)]
 pub struct UnknownSku(pub String);
 
 impl SkuTier {
@@ -67,7 +71,10 @@ impl SkuTier {
     /// Basic, Standard and Premium; not for Consumption, not for the v2 tiers. Isolated is not
     /// listed as supported, so drsync treats it as unsupported rather than guess.
     pub fn supports_backup_restore(self) -> bool {
-        matches!(self, Self::Developer | Self::Basic | Self::Standard | Self::Premium)
+        matches!(
+            self,
+            Self::Developer | Self::Basic | Self::Standard | Self::Premium
+        )
     }
 }
 
@@ -108,7 +115,13 @@ impl Sku {
 
 impl fmt::Display for Sku {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({} unit{})", self.tier, self.capacity, if self.capacity == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{} ({} unit{})",
+            self.tier,
+            self.capacity,
+            if self.capacity == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -118,11 +131,18 @@ mod tests {
 
     #[test]
     fn backup_restore_support_follows_the_documentation() {
-        let supported: Vec<_> =
-            SkuTier::ALL.into_iter().filter(|t| t.supports_backup_restore()).collect();
+        let supported: Vec<_> = SkuTier::ALL
+            .into_iter()
+            .filter(|t| t.supports_backup_restore())
+            .collect();
         assert_eq!(
             supported,
-            [SkuTier::Developer, SkuTier::Basic, SkuTier::Standard, SkuTier::Premium]
+            [
+                SkuTier::Developer,
+                SkuTier::Basic,
+                SkuTier::Standard,
+                SkuTier::Premium
+            ]
         );
     }
 
@@ -137,10 +157,22 @@ mod tests {
 
     #[test]
     fn restore_needs_the_same_tier() {
-        let p1 = Sku { tier: SkuTier::Premium, capacity: 1 };
-        let p2 = Sku { tier: SkuTier::Premium, capacity: 2 };
-        let s1 = Sku { tier: SkuTier::Standard, capacity: 1 };
-        let c = Sku { tier: SkuTier::Consumption, capacity: 0 };
+        let p1 = Sku {
+            tier: SkuTier::Premium,
+            capacity: 1,
+        };
+        let p2 = Sku {
+            tier: SkuTier::Premium,
+            capacity: 2,
+        };
+        let s1 = Sku {
+            tier: SkuTier::Standard,
+            capacity: 1,
+        };
+        let c = Sku {
+            tier: SkuTier::Consumption,
+            capacity: 0,
+        };
         assert!(p1.restorable_into(&p2));
         assert!(!p1.restorable_into(&s1));
         assert!(!c.restorable_into(&c));

@@ -53,14 +53,18 @@ impl StorageTarget {
 /// Checks a storage account name: 3-24 characters, lowercase letters and digits only.
 pub fn valid_account_name(name: &str) -> bool {
     (3..=24).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Checks a container name: 3-63 characters, lowercase letters, digits and single hyphens,
 /// starting and ending with a letter or digit.
 pub fn valid_container_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
         && !name.contains("--")
@@ -83,9 +87,17 @@ mod tests {
 
     #[test]
     fn access_types_use_arm_names() {
-        assert_eq!(StorageAccess::AccountKey(SecretRef::Env("K".into())).access_type(), "AccessKey");
-        assert_eq!(StorageAccess::SystemAssignedIdentity.access_type(), "SystemAssignedManagedIdentity");
-        let ua = StorageAccess::UserAssignedIdentity { client_id: "c".into() };
+        assert_eq!(
+            StorageAccess::AccountKey(SecretRef::Env("K".into())).access_type(),
+            "AccessKey"
+        );
+        assert_eq!(
+            StorageAccess::SystemAssignedIdentity.access_type(),
+            "SystemAssignedManagedIdentity"
+        );
+        let ua = StorageAccess::UserAssignedIdentity {
+            client_id: "c".into(),
+        };
         assert_eq!(ua.access_type(), "UserAssignedManagedIdentity");
     }
 }
