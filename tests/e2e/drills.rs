@@ -1066,3 +1066,131 @@ async fn failover_explains_refusals_resumes_after_a_crash_and_runs_only_once() -
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The role swap survives the loss of the state directory. See: #6.
+// ---------------------------------------------------------------------------------------------
+
+/// A failover with the primary region down records the swap in the standby region's storage
+/// too; after the state directory is lost, `catalog sync` takes it back, so `plan` and `status`
+/// run from the new primary and nothing is restored into it. A failback records the reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_swap_is_recovered_from_storage_after_the_state_is_lost() -> anyhow::Result<()> {
+    let s = Setup::start().await?;
+    let out = s.drsync(&["drill", "--edge", "contoso-dr"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut faults = s.emu.state().faults();
+    faults.unavailable_regions = vec!["westeurope".into()];
+    s.emu.state().set_faults(faults.clone())?;
+    s.emu.state().clear_request_log();
+    let out = s.drsync(&["failover", "--to", STANDBY, "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("roles of replication `contoso-dr` recorded in its storage"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !s.emu
+            .emu
+            .request_log()
+            .iter()
+            .any(|r| r.path.contains(&format!("/service/{PRIMARY}"))),
+        "nothing may call the unreachable primary"
+    );
+    let blob = s
+        .emu
+        .dir
+        .path()
+        .join(ACCOUNT)
+        .join("apim-backups")
+        .join("contoso-dr.drsync-roles.json");
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&blob)?)?;
+    assert_eq!(stored["schema_version"], 1, "{stored:#}");
+    assert_eq!(stored["replication"], "contoso-dr");
+    assert_eq!(stored["primary"], STANDBY);
+    assert_eq!(stored["original_primary"], PRIMARY);
+
+    // The state directory is lost; the region stays down.
+    std::fs::remove_dir_all(s.state_dir())?;
+    let out = s.drsync(&["catalog", "sync"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("replication `contoso-dr`: took the roles recorded in storage"),
+        "{}",
+        text(&out)
+    );
+    let roles: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_dir().join("roles.json"))?)?;
+    assert_eq!(roles["swaps"][0]["primary"], STANDBY);
+    assert_eq!(roles["swaps"][0]["original_primary"], PRIMARY);
+
+    let out = s.drsync(&["plan", "--output", "json"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout)?;
+    let actions: Vec<&Value> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["action"])
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["kind"] == "backup" && a["service"] == STANDBY),
+        "{plan:#}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a["kind"] == "backup" && a["service"] == PRIMARY),
+        "{plan:#}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a["kind"] == "restore" && a["target"] == STANDBY),
+        "nothing may be restored into the new primary: {plan:#}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["kind"] == "restore" && a["target"] == PRIMARY),
+        "{plan:#}"
+    );
+    let out = s.drsync(&["status", "--output", "json"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    let edges = status["edges"].as_array().unwrap();
+    assert!(!edges.is_empty(), "{status:#}");
+    for e in edges {
+        assert_eq!(e["source"], STANDBY, "{e}");
+        assert_ne!(e["target"], STANDBY, "{e}");
+    }
+
+    // The region is back; failback records the configured roles in storage as well, and a
+    // state rebuilt after that runs from the configured primary again.
+    faults.unavailable_regions.clear();
+    s.emu.state().set_faults(faults)?;
+    let out = s.drsync(&["failback", "--yes"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&blob)?)?;
+    assert_eq!(stored["primary"], PRIMARY, "{stored:#}");
+    std::fs::remove_dir_all(s.state_dir())?;
+    let out = s.drsync(&["catalog", "sync"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = s.drsync(&["plan", "--output", "json"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        !plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["action"]["kind"] == "restore" && s["action"]["target"] == PRIMARY),
+        "{plan:#}"
+    );
+    Ok(())
+}

@@ -23,6 +23,8 @@ use drsync_core::{Clock, Secret, SecretRef, StorageAccess, SystemClock};
 use drsync_planner::Topology;
 use drsync_planner::azure::AzureOps;
 use drsync_planner::azure::arm::{ArmOps, StorageBinding};
+use drsync_planner::drill::RoleState;
+use drsync_planner::drill::roles::StoredRoles;
 use drsync_planner::executor::{CrashPoint, ExecOptions, Executor, Observer};
 use drsync_planner::store::{Checkpoints, StoreError};
 use drsync_planner::topology::StorageNode;
@@ -67,6 +69,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// The configuration file.
+    pub config_path: PathBuf,
     /// Checkpoints, catalog, leases.
     pub checkpoints: Checkpoints,
     /// drsync's own access to each storage entry.
@@ -97,18 +101,18 @@ impl Context {
         needs: Needs,
         tweak: impl FnOnce(&mut drsync_emulator::EmulatorConfig),
     ) -> anyhow::Result<Self> {
-        let mut config = crate::cmd::load_config(path)?;
-        // Failovers recorded by `drsync failover` (state/roles.json) make later runs start from
-        // the new primary; `drsync failback` removes them. See docs/drills.md.
-        let roles = drsync_planner::drill::RoleState::load(&config.state.dir)
-            .map_err(|e| Coded::new(Exit::Usage, e))?;
-        for note in roles
+        let configured = crate::cmd::load_config(path)?;
+        let mut config = configured.clone();
+        // Failovers recorded by `drsync failover` (state/roles.json, and a role record in each
+        // replication's storage) make later runs start from the new primary; `drsync failback`
+        // removes them. See docs/drills.md.
+        let mut roles =
+            RoleState::load(&configured.state.dir).map_err(|e| Coded::new(Exit::Usage, e))?;
+        let mut notes = roles
             .apply(&mut config)
-            .map_err(|e| Coded::new(Exit::Usage, e))?
-        {
-            eprintln!("note: {note}");
-        }
-        let topology = Topology::from_config(&config).map_err(|e| Coded::new(Exit::Usage, e))?;
+            .map_err(|e| Coded::new(Exit::Usage, e))?;
+        let mut topology =
+            Topology::from_config(&config).map_err(|e| Coded::new(Exit::Usage, e))?;
         for w in topology.warnings() {
             eprintln!("warning: {w}");
         }
@@ -191,6 +195,39 @@ impl Context {
             stores.push((s.clone(), store));
         }
 
+        if needs != Needs::State {
+            // The role records in storage survive the loss of this state directory: take the
+            // newer side (storage's when roles.json is missing), publish a newer local one.
+            // A swap does not move a replication's storage, so `stores` stays as it is.
+            let local_exists = RoleState::exists(&configured.state.dir);
+            let stored = load_stored_roles(&topology, &stores).await;
+            let r = roles
+                .reconcile(local_exists, &stored)
+                .map_err(|e| Coded::new(Exit::Usage, e))?;
+            for note in &r.notes {
+                eprintln!("note: {note}");
+            }
+            if r.changed {
+                roles
+                    .save(&configured.state.dir)
+                    .map_err(|e| Coded::new(Exit::Failed, e))?;
+                config = configured.clone();
+                notes = roles
+                    .apply(&mut config)
+                    .map_err(|e| Coded::new(Exit::Usage, e))?;
+                topology =
+                    Topology::from_config(&config).map_err(|e| Coded::new(Exit::Usage, e))?;
+            }
+            for doc in &r.publish {
+                if let Err(e) = publish_roles(&topology, &stores, doc).await {
+                    eprintln!("warning: {e}");
+                }
+            }
+        }
+        for note in notes {
+            eprintln!("note: {note}");
+        }
+
         let azure = match (needs, credential, endpoint) {
             (Needs::Azure, Some(cred), Some(endpoint)) => {
                 let url = url::Url::parse(&endpoint)
@@ -223,6 +260,7 @@ impl Context {
             topology: Arc::new(topology),
             clock,
             state_dir,
+            config_path: path.to_path_buf(),
             checkpoints,
             stores,
             azure,
@@ -299,6 +337,81 @@ impl Context {
             }
         }
         Ok(())
+    }
+}
+
+/// The blob store and container of a replication's storage.
+fn replication_store<'a>(
+    topology: &Topology,
+    stores: &'a [(StorageNode, Arc<dyn BlobStore>)],
+    replication: &str,
+) -> Option<(&'a Arc<dyn BlobStore>, String)> {
+    let r = topology.replication(replication)?;
+    let target = &topology.storage_of(r).target;
+    stores
+        .iter()
+        .find(|(n, _)| n.target.account == target.account && n.target.container == target.container)
+        .map(|(_, store)| (store, target.container.clone()))
+}
+
+/// The role record of every replication that has one in its storage. A record that cannot be
+/// read is reported and skipped (the local roles then stand).
+async fn load_stored_roles(
+    topology: &Topology,
+    stores: &[(StorageNode, Arc<dyn BlobStore>)],
+) -> Vec<StoredRoles> {
+    let mut out = Vec::new();
+    for r in topology.replications() {
+        let Some((store, container)) = replication_store(topology, stores, &r.name) else {
+            continue;
+        };
+        match StoredRoles::load(store.as_ref(), &container, &r.name).await {
+            Ok(Some(doc)) => out.push(doc),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "warning: {e}; using the roles in the state directory for replication `{}`",
+                r.name
+            ),
+        }
+    }
+    out
+}
+
+/// Writes a replication's role record into its storage.
+async fn publish_roles(
+    topology: &Topology,
+    stores: &[(StorageNode, Arc<dyn BlobStore>)],
+    doc: &StoredRoles,
+) -> anyhow::Result<()> {
+    let (store, container) = replication_store(topology, stores, &doc.replication)
+        .with_context(|| format!("replication `{}` has no storage", doc.replication))?;
+    doc.save(store.as_ref(), &container).await?;
+    Ok(())
+}
+
+impl Context {
+    /// Records the roles of `replication` as they stand in the state directory into its
+    /// storage (after a failover or failback commits), so they survive the loss of the state.
+    /// Only the edge's storage is written: nothing in the old primary's region is called.
+    pub async fn publish_roles(&self, replication: &str) -> anyhow::Result<()> {
+        let roles = RoleState::load(&self.state_dir)?;
+        let configured = crate::cmd::load_config(&self.config_path)?;
+        let from = configured
+            .replications
+            .iter()
+            .find(|r| r.name == replication)
+            .map(|r| r.from.clone())
+            .with_context(|| format!("replication `{replication}` is not configured"))?;
+        let doc = roles.stored(replication, &from).with_context(|| {
+            format!("no role change of replication `{replication}` is recorded")
+        })?;
+        publish_roles(&self.topology, &self.stores, &doc)
+            .await
+            .with_context(|| {
+                format!(
+                    "the roles of replication `{replication}` are recorded in the state directory but not in its storage; run the command again to record them there"
+                )
+            })
     }
 }
 

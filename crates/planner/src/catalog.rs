@@ -5,6 +5,11 @@
 //! drsync can run from the standby region after the primary region and the local state are
 //! gone. [`prune`] applies each replication's retention, deleting the backup blob and its
 //! sidecar. The newest valid backup of each replication is always kept.
+//!
+//! A successful restore leaves a marker beside the backup's sidecar
+//! (`{backup}.drsync-restored.{target}.json`, a [`RestoreMarker`]): what each standby holds is
+//! rebuilt from storage too, so a state directory rebuilt by `catalog sync` does not restore
+//! every target again. Pruning a backup deletes its markers.
 
 use std::sync::Arc;
 
@@ -100,6 +105,59 @@ pub async fn read_sidecar(
     }
 }
 
+/// The version of [`RestoreMarker`].
+pub const MARKER_SCHEMA_VERSION: u32 = 1;
+
+/// A restore that succeeded, as kept in storage beside the backup's sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreMarker {
+    /// [`MARKER_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The target's resource id.
+    pub target: String,
+    /// The backup restored.
+    pub backup: BackupName,
+    /// When the restore completed.
+    pub restored_at: Timestamp,
+    /// The run that did it.
+    pub run_id: Uuid,
+}
+
+impl RestoreMarker {
+    /// The marker's blob: `{backup}.drsync-restored.{target name, lowercase}.json`. One per
+    /// backup and target, so writing it again (a resumed run) replaces it.
+    pub fn blob_name(backup: &BackupName, target_name: &str) -> String {
+        format!(
+            "{}.drsync-restored.{}.json",
+            backup.as_str(),
+            target_name.to_ascii_lowercase()
+        )
+    }
+
+    /// Whether `blob` is a restore marker's name (of any backup).
+    pub fn is_marker_blob(blob: &str) -> bool {
+        blob.ends_with(".json") && blob.contains(".drsync-restored.")
+    }
+}
+
+/// Writes the restore marker of `marker.target` (named `target_name` in the configuration)
+/// into `container`.
+pub async fn write_restore_marker(
+    store: &dyn BlobStore,
+    container: &str,
+    target_name: &str,
+    marker: &RestoreMarker,
+) -> Result<(), BlobError> {
+    let body = serde_json::to_vec_pretty(marker).expect("markers serialize");
+    store
+        .put(
+            container,
+            &RestoreMarker::blob_name(&marker.backup, target_name),
+            Bytes::from(body),
+        )
+        .await
+}
+
 /// What [`sync_from_storage`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -113,6 +171,15 @@ pub struct SyncReport {
     pub unknown_source: Vec<String>,
     /// Containers that do not exist.
     pub missing_containers: Vec<String>,
+}
+
+/// What [`sync_restores_from_storage`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSyncReport {
+    /// Restore records rebuilt from restore markers (`target <- backup`), newest per target.
+    pub restores: Vec<String>,
+    /// Marker blobs that could not be read or name a service not in the configuration.
+    pub unreadable_markers: Vec<String>,
 }
 
 /// Rebuilds the catalog records of every configured storage container from the blobs and
@@ -188,6 +255,82 @@ pub async fn sync_from_storage(
     Ok(report)
 }
 
+/// Rebuilds the restore records (what each target holds) from the restore markers in every
+/// configured storage container: the newest marker per target, unless the local record is as
+/// new or newer. Needs nothing but storage access. `drsync catalog sync` runs it after
+/// [`sync_from_storage`], so the next sync after a lost state does not restore every target
+/// again.
+pub async fn sync_restores_from_storage(
+    checkpoints: &Checkpoints,
+    topology: &Topology,
+    stores: &[(StorageNode, Arc<dyn BlobStore>)],
+) -> Result<RestoreSyncReport, CatalogError> {
+    let mut report = RestoreSyncReport::default();
+    let mut seen = std::collections::BTreeSet::new();
+    // The newest marker of each target (lowercase name -> configured name, marker).
+    let mut markers: std::collections::BTreeMap<String, (String, RestoreMarker)> =
+        std::collections::BTreeMap::new();
+    for (node, store) in stores {
+        let (account, container) = (&node.target.account, &node.target.container);
+        if !seen.insert((account.clone(), container.clone()))
+            || !store.container_exists(container).await?
+        {
+            continue;
+        }
+        let blobs = store.list(container, "").await?;
+        for blob in blobs
+            .iter()
+            .filter(|b| RestoreMarker::is_marker_blob(&b.name))
+        {
+            let marker = match store.get(container, &blob.name).await {
+                Ok(bytes) => serde_json::from_slice::<RestoreMarker>(&bytes)
+                    .ok()
+                    .filter(|m| m.schema_version <= MARKER_SCHEMA_VERSION),
+                Err(BlobError::BlobNotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let target = marker.as_ref().and_then(|m| {
+                topology
+                    .services()
+                    .iter()
+                    .find(|s| s.service.resource_id().eq_ignore_ascii_case(&m.target))
+            });
+            match (marker, target) {
+                (Some(m), Some(t)) => {
+                    let name = t.service.name.clone();
+                    if markers.get(&name.to_ascii_lowercase()).is_none_or(
+                        |(_, old): &(String, RestoreMarker)| old.restored_at < m.restored_at,
+                    ) {
+                        markers.insert(name.to_ascii_lowercase(), (name, m));
+                    }
+                }
+                _ => report
+                    .unreadable_markers
+                    .push(format!("{account}/{container}/{}", blob.name)),
+            }
+        }
+    }
+    // A local record newer than the marker (a restore whose marker could not be written) stays.
+    let local = checkpoints.restores()?;
+    for (key, (name, m)) in markers {
+        if local
+            .iter()
+            .any(|r| r.target.eq_ignore_ascii_case(&key) && r.restored_at >= m.restored_at)
+        {
+            continue;
+        }
+        checkpoints.put_restore(&RestoreEntry {
+            schema_version: SCHEMA_VERSION,
+            target: name.clone(),
+            backup: m.backup.clone(),
+            restored_at: m.restored_at,
+            run_id: m.run_id,
+        })?;
+        report.restores.push(format!("{name} <- {}", m.backup));
+    }
+    Ok(report)
+}
+
 /// One backup [`prune`] removed (or would remove).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pruned {
@@ -247,6 +390,12 @@ pub async fn prune(
                 store
                     .delete(container, &e.record.name.sidecar_blob())
                     .await?;
+                let prefix = format!("{}.drsync-restored.", e.record.name.as_str());
+                for marker in store.list(container, &prefix).await? {
+                    if RestoreMarker::is_marker_blob(&marker.name) {
+                        store.delete(container, &marker.name).await?;
+                    }
+                }
                 checkpoints.delete_backup(&e.record.name)?;
             }
             pruned.push(Pruned {

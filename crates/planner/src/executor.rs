@@ -1327,7 +1327,9 @@ impl Executor {
                             self.crash_if("accepted", OpKind::Restore);
                         }
                         Ok(Begun::Completed) => {
-                            return self.finish_restore(run, step, &mut rec, target, &name);
+                            return self
+                                .finish_restore(run, step, &mut rec, target, &name, &storage)
+                                .await;
                         }
                         Err(e) if e.kind == AzureErrorKind::Busy => {
                             seen_busy = true;
@@ -1396,7 +1398,9 @@ impl Executor {
                     // The change date has second precision in some api-versions: compare to the second.
                     if changed.is_some_and(|d| d.timestamp() >= at.timestamp()) {
                         self.note(&mut rec, format!("settled: `{target}` changed after the restore intent; not POSTing again"))?;
-                        return self.finish_restore(run, step, &mut rec, target, &name);
+                        return self
+                            .finish_restore(run, step, &mut rec, target, &name, &storage)
+                            .await;
                     }
                     self.note(
                         &mut rec,
@@ -1414,7 +1418,9 @@ impl Executor {
                         .await?
                     {
                         PollEnd::Succeeded => {
-                            return self.finish_restore(run, step, &mut rec, target, &name);
+                            return self
+                                .finish_restore(run, step, &mut rec, target, &name, &storage)
+                                .await;
                         }
                         PollEnd::Lost => {
                             self.note(
@@ -1432,19 +1438,26 @@ impl Executor {
         }
     }
 
-    fn finish_restore(
+    /// After a restore succeeded: the restore record, the `Succeeded` checkpoint, then the
+    /// restore marker in storage (so `catalog sync` knows what the target holds). The marker is
+    /// written after the checkpoint and under a name fixed by backup and target, so writing it
+    /// again replaces it; failing to write it does not fail the restore (a note says so, and the
+    /// worst case after a lost state is one more restore of the same backup).
+    async fn finish_restore(
         &self,
         run: &RunRecord,
-        _step: &Step,
+        step: &Step,
         rec: &mut StepRecord,
         target: &str,
         name: &BackupName,
+        storage: &drsync_core::StorageTarget,
     ) -> Result<StepEnd, StoreError> {
+        let restored_at = self.clock.now();
         self.checkpoints.put_restore(&RestoreDoc {
             schema_version: SCHEMA_VERSION,
             target: target.into(),
             backup: name.clone(),
-            restored_at: self.clock.now(),
+            restored_at,
             run_id: run.run_id,
         })?;
         self.save(
@@ -1454,6 +1467,34 @@ impl Executor {
             },
         )?;
         self.crash_if("succeeded", OpKind::Restore);
+        if let Some(node) = self.topology.service(target) {
+            let marker = catalog::RestoreMarker {
+                schema_version: catalog::MARKER_SCHEMA_VERSION,
+                target: node.service.resource_id(),
+                backup: name.clone(),
+                restored_at,
+                run_id: run.run_id,
+            };
+            let written = match self.azure.blob_store(storage) {
+                Ok(store) => catalog::write_restore_marker(
+                    store.as_ref(),
+                    &storage.container,
+                    target,
+                    &marker,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.message),
+            };
+            if let Err(e) = written {
+                self.observer.event(&Event::Note {
+                    step: step.id.clone(),
+                    text: format!(
+                        "restored, but cannot write the restore marker of `{target}` beside `{name}`: {e}; after a loss of the state directory it would be restored again"
+                    ),
+                });
+            }
+        }
         Ok(StepEnd::Succeeded)
     }
 

@@ -1,7 +1,9 @@
 //! `drsync catalog sync|list|prune`: the backup catalog.
 //!
 //! `sync` rebuilds the local catalog from the sidecar blobs in storage alone (no ARM call), so
-//! drsync can work from the standby region after the primary region and its state are gone.
+//! drsync can work from the standby region after the primary region and its state are gone:
+//! the restore markers say what each target already holds, and opening the context takes the
+//! role records (failovers) from storage.
 //! `prune` applies each replication's retention, deleting backup blobs and sidecars; the newest
 //! valid backup of each replication is always kept.
 
@@ -70,6 +72,22 @@ pub fn run(args: &Args) -> anyhow::Result<Exit> {
                 }
                 for c in &r.missing_containers {
                     println!("  container {c} does not exist");
+                }
+                let r = catalog::sync_restores_from_storage(
+                    &ctx.checkpoints,
+                    &ctx.topology,
+                    &ctx.stores,
+                )
+                .await?;
+                println!(
+                    "restore records rebuilt from restore markers: {}",
+                    r.restores.len()
+                );
+                for n in &r.restores {
+                    println!("  {n}");
+                }
+                for n in &r.unreadable_markers {
+                    println!("  {n}: unreadable restore marker or unknown target; ignored");
                 }
             }
             CatalogCommand::List { json } => {

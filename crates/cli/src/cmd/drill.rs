@@ -413,6 +413,11 @@ impl Session {
             .clone())
     }
 
+    /// The command's context (clients, stores, state).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     /// Saves and stops what the session started (the embedded emulator).
     pub async fn close(self) -> anyhow::Result<()> {
         self.ctx.close().await

@@ -88,6 +88,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Exit> {
             swap.report,
             swap.report
         );
+        // A retry also records the swap in storage if the first run could not.
+        let replication = swap.replication.clone();
+        publish(&session, &replication).await;
         session.close().await?;
         return Ok(Exit::Success);
     }
@@ -132,8 +135,21 @@ pub async fn run(args: &Args) -> anyhow::Result<Exit> {
     let ran = session.execute(&spec, &r).await?;
     let roles = RoleState::load(&session.state_dir)?;
     let swapped = roles.swap(&r.name).is_some_and(|s| s.primary == args.to);
+    if swapped {
+        publish(&session, &r.name).await;
+    }
     session.close().await?;
     Ok(role_exit(&ran, swapped, &args.to, &r.from))
+}
+
+/// Records the roles of `replication` in its storage; a failure is reported, not fatal: the
+/// state directory holds the change, and the next command that reaches the storage records it
+/// there (the local change is the newer one).
+async fn publish(session: &Session, replication: &str) {
+    match session.context().publish_roles(replication).await {
+        Ok(()) => println!("roles of replication `{replication}` recorded in its storage"),
+        Err(e) => eprintln!("warning: {e:#}"),
+    }
 }
 
 /// The exit code of a failover or failback, and a line saying where the roles stand: `0` the
@@ -201,8 +217,14 @@ pub async fn failback(args: &FailbackArgs) -> anyhow::Result<Exit> {
     )?;
     spec.promote = true;
     let ran = session.execute(&spec, &r).await?;
-    let roles = RoleState::load(&session.state_dir)?;
+    let mut roles = RoleState::load(&session.state_dir)?;
     let reverted = roles.swap(&r.name).is_none();
+    if reverted {
+        // The failback's instant, so the role record in storage says which change is newer.
+        roles.mark_changed(&r.name, session.context().clock.now());
+        roles.save(&session.state_dir)?;
+        publish(&session, &r.name).await;
+    }
     session.close().await?;
     Ok(role_exit(
         &ran,

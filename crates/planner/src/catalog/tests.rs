@@ -196,3 +196,160 @@ async fn prune_applies_retention_and_keeps_the_newest() {
             .is_empty()
     );
 }
+
+fn marker(target: &str, backup: &BackupDoc, minutes_after: i64) -> RestoreMarker {
+    RestoreMarker {
+        schema_version: MARKER_SCHEMA_VERSION,
+        target: service_ref(target).resource_id(),
+        backup: backup.backup.clone(),
+        restored_at: backup.created_at + chrono::Duration::minutes(minutes_after),
+        run_id: Uuid::from_u128(7),
+    }
+}
+
+// See: #5. The marker has a fixed, versioned shape and a name no backup can have.
+#[test]
+fn restore_marker_has_its_documented_shape() {
+    let d = doc(chrono::Duration::hours(1), 0xabcdef12);
+    let m = marker("apim-neu", &d, 5);
+    let json = serde_json::to_value(&m).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "backup",
+            "restored_at",
+            "run_id",
+            "schema_version",
+            "target"
+        ]
+    );
+    assert_eq!(json["schema_version"], 1);
+    let blob = RestoreMarker::blob_name(&d.backup, "APIM-NEU");
+    assert_eq!(
+        blob,
+        format!("{}.drsync-restored.apim-neu.json", d.backup.as_str())
+    );
+    assert!(RestoreMarker::is_marker_blob(&blob));
+    assert!(!RestoreMarker::is_marker_blob(&d.backup.sidecar_blob()));
+    assert!(BackupName::parse(&blob).is_err());
+}
+
+// See: #5. What each standby holds is rebuilt from the markers: the newest per target.
+#[tokio::test]
+async fn restores_are_rebuilt_from_markers_newest_per_target() {
+    let (cp, topo, store, stores) = setup().await;
+    let old = doc(chrono::Duration::hours(5), 1);
+    let new = doc(chrono::Duration::hours(1), 2);
+    for d in [&old, &new] {
+        put_backup(&store, d, true).await;
+    }
+    for (target, d) in [("apim-neu", &old), ("apim-neu", &new), ("apim-stg", &old)] {
+        write_restore_marker(
+            store.as_ref(),
+            "apim-backups",
+            target,
+            &marker(target, d, 10),
+        )
+        .await
+        .unwrap();
+    }
+    // A marker of a service not in the configuration, and a damaged one.
+    write_restore_marker(
+        store.as_ref(),
+        "apim-backups",
+        "apim-gone",
+        &marker("apim-gone", &new, 10),
+    )
+    .await
+    .unwrap();
+    store
+        .put(
+            "apim-backups",
+            &RestoreMarker::blob_name(&old.backup, "apim-x"),
+            Bytes::from_static(b"{"),
+        )
+        .await
+        .unwrap();
+    let r = sync_from_storage(&cp, &topo, &stores).await.unwrap();
+    assert_eq!(r.found, 2, "markers are not backups: {r:?}");
+    assert!(
+        r.unknown_source.is_empty() && r.without_sidecar.is_empty(),
+        "{r:?}"
+    );
+    assert!(
+        cp.restores().unwrap().is_empty(),
+        "only the restore sync reads markers"
+    );
+    let r = sync_restores_from_storage(&cp, &topo, &stores)
+        .await
+        .unwrap();
+    assert_eq!(r.unreadable_markers.len(), 2, "{r:?}");
+    assert_eq!(r.restores.len(), 2, "{r:?}");
+    let mut restores = cp.restores().unwrap();
+    restores.sort_by(|a, b| a.target.cmp(&b.target));
+    let held: Vec<(&str, &BackupName)> = restores
+        .iter()
+        .map(|r| (r.target.as_str(), &r.backup))
+        .collect();
+    assert_eq!(held, [("apim-neu", &new.backup), ("apim-stg", &old.backup)]);
+    assert_eq!(
+        restores[0].restored_at,
+        new.created_at + chrono::Duration::minutes(10)
+    );
+
+    // A newer local record is kept; syncing again changes nothing.
+    let newer = RestoreEntry {
+        restored_at: now(),
+        ..restores[1].clone()
+    };
+    cp.put_restore(&newer).unwrap();
+    let again = sync_restores_from_storage(&cp, &topo, &stores)
+        .await
+        .unwrap();
+    assert!(again.restores.is_empty(), "{again:?}");
+    assert!(cp.restores().unwrap().contains(&newer));
+}
+
+// See: #5. Pruning a backup deletes its restore markers too.
+#[tokio::test]
+async fn prune_deletes_the_markers_of_pruned_backups() {
+    let (cp, topo, store, stores) = setup().await;
+    let old = doc(chrono::Duration::days(20), 1);
+    let new = doc(chrono::Duration::hours(1), 2);
+    for d in [&old, &new] {
+        put_backup(&store, d, true).await;
+        write_restore_marker(
+            store.as_ref(),
+            "apim-backups",
+            "apim-neu",
+            &marker("apim-neu", d, 5),
+        )
+        .await
+        .unwrap();
+    }
+    sync_from_storage(&cp, &topo, &stores).await.unwrap();
+    let pruned = prune(&cp, &topo, &stores, now(), false).await.unwrap();
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(pruned[0].backup, old.backup);
+    let names: Vec<String> = store
+        .list("apim-backups", "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(old.backup.as_str())),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&RestoreMarker::blob_name(&new.backup, "apim-neu")),
+        "{names:?}"
+    );
+}
