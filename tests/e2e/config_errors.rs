@@ -383,3 +383,142 @@ fn every_fixture_is_exercised() {
     }
     assert!(names.len() >= 12, "the issue asks for at least 12 fixtures");
 }
+
+// Topology rules: `validate` also runs the planner's graph checks (`drsync_planner::Topology`),
+// and points each problem at the replication entry that creates it.
+
+#[test]
+fn a_replication_cycle_is_refused() {
+    let out = check(
+        "topology-cycle",
+        &[
+            (
+                44,
+                8,
+                "replication[1].from",
+                "service `apim-contoso-neu` has role standby but is used as a source",
+            ),
+            (
+                45,
+                7,
+                "replication[1].to[0]",
+                "replication cycle: apim-contoso-neu -> apim-contoso-weu -> apim-contoso-neu",
+            ),
+            (
+                45,
+                7,
+                "replication[1].to[0]",
+                "service `apim-contoso-weu` has role primary but is used as a target",
+            ),
+        ],
+    );
+    assert!(
+        out.stderr
+            .contains("`contoso-dr` at line 36, `contoso-failback` at line 44"),
+        "the hint names every replication on the cycle:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_target_with_two_sources_is_refused() {
+    let out = check(
+        "target-two-sources",
+        &[(
+            53,
+            7,
+            "replication[1].to[0]",
+            "service `apim-contoso-neu` is the target of more than one replication (`contoso-dr` from `apim-contoso-weu`, `fabrikam-dr` from `apim-fabrikam-weu`)",
+        )],
+    );
+    assert!(
+        out.stderr
+            .contains("replication[0].to[0] at line 45, replication[1].to[0] at line 53"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_premium_to_standard_edge_is_refused() {
+    let out = check(
+        "sku-premium-to-standard",
+        &[(
+            37,
+            7,
+            "replication[0].to[0]",
+            "SKU mismatch: source `apim-contoso-weu` is Premium (1 unit), target `apim-contoso-neu` is Standard (1 unit)",
+        )],
+    );
+    assert!(
+        out.stderr.contains("service[1].sku at line 31"),
+        "the hint points at the target's SKU:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_standby_in_its_primarys_region_is_refused() {
+    let out = check(
+        "standby-same-region",
+        &[(
+            37,
+            7,
+            "replication[0].to[0]",
+            "standby `apim-contoso-weu2` is in westeurope, the same region as its primary `apim-contoso-weu`",
+        )],
+    );
+    assert!(
+        out.stderr
+            .contains("the paired region of westeurope is northeurope"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The same topology with the tier fixed validates; with its backups moved into the primary's
+/// region it still validates, with a positioned warning on stderr.
+#[test]
+fn backups_in_the_primarys_region_are_a_warning_not_an_error() {
+    let fixture =
+        drsync_tests::bin::repo_path("tests/fixtures/bad-config/sku-premium-to-standard.toml");
+    let text = std::fs::read_to_string(fixture).unwrap();
+    let fixed = text.replace("sku = \"Standard\"", "sku = \"Premium\"");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &fixed).unwrap();
+    let out = run(["validate", "--config", good.to_str().unwrap()]);
+    out.assert_code(0);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("configuration is valid"),
+        "{}",
+        out.stdout
+    );
+
+    let local = dir.path().join("local-backups.toml");
+    let moved = fixed.replace(
+        "region = \"northeurope\"\ncontainer",
+        "region = \"westeurope\"\ncontainer",
+    );
+    assert_ne!(moved, fixed);
+    std::fs::write(&local, moved).unwrap();
+    let out = run(["validate", "--config", local.to_str().unwrap()]);
+    out.assert_code(0);
+    let header = format!(
+        "warning: {}:38:11: replication[0].storage: replication `contoso-dr`: storage `neu-backups` is in westeurope, the primary's region",
+        local.display()
+    );
+    assert!(out.stderr.starts_with(&header), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("consider a storage account in the paired region northeurope"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("configuration is valid"),
+        "{}",
+        out.stdout
+    );
+}

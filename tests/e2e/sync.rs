@@ -255,15 +255,23 @@ async fn first_sync_backs_up_once_restores_every_target_and_the_second_has_nothi
     assert_eq!(w.accepted_posts("backup-post"), 1);
     assert_eq!(w.accepted_posts("restore-post"), 2);
     w.assert_targets_restored();
-    // The sidecar sits beside the backup blob.
+    // The sidecar sits beside the backup blob, and a restore marker per target beside it.
     let container = w.emu.dir.path().join(ACCOUNT).join("apim-backups");
     let names: Vec<String> = std::fs::read_dir(&container)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     assert!(names.iter().any(|n| n.ends_with(".drsync.json")));
+    for t in [STANDBY, STAGING] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with(&format!(".drsync-restored.{t}.json"))),
+            "{names:?}"
+        );
+    }
 
     let again = w.run(&["sync"]).await;
     again.assert_code(0);
@@ -637,4 +645,215 @@ async fn a_leased_service_exits_5_and_sync_resumes_the_runs_in_order() {
         "the killed sync's backup and the backup command's"
     );
     w.assert_targets_restored();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore markers: what each standby holds survives the loss of the state directory. See: #5.
+// ---------------------------------------------------------------------------------------------
+
+/// After a sync, the state directory is lost; `catalog sync` rebuilds the backups from their
+/// sidecars and the restore records from the restore markers, so the next sync (the standbys
+/// being within their RPO) restores nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_markers_spare_a_rebuilt_state_from_restoring_every_target_again() {
+    let w = World::new(1.0, 1.0).await;
+    w.run(&["sync"]).await.assert_code(0);
+    assert_eq!(w.accepted_posts("backup-post"), 1);
+    assert_eq!(w.accepted_posts("restore-post"), 2);
+    let container = w.emu.dir.path().join(ACCOUNT).join("apim-backups");
+    let markers: Vec<serde_json::Value> = std::fs::read_dir(&container)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".drsync-restored."))
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(markers.len(), 2, "{markers:?}");
+    for m in &markers {
+        assert_eq!(m["schema_version"], 1, "{m}");
+        assert!(
+            m["target"].as_str().unwrap().starts_with(&format!(
+                "/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+            )),
+            "{m}"
+        );
+    }
+
+    // Elsewhere: same storage, an empty state directory.
+    let elsewhere = w.fresh_state_config();
+    let synced = run_async(w.command(&elsewhere, &["catalog", "sync"])).await;
+    synced.assert_code(0);
+    assert!(
+        synced
+            .stdout
+            .contains("restore records rebuilt from restore markers: 2"),
+        "{}",
+        synced.stdout
+    );
+    let status = run_async(w.command(&elsewhere, &["status", "--output", "json"])).await;
+    status.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for e in doc["edges"].as_array().unwrap() {
+        assert_eq!(e["state"], "ok", "{e}");
+    }
+    w.emu.state().clear_request_log();
+    let again = run_async(w.command(&elsewhere, &["sync"])).await;
+    again.assert_code(0);
+    assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
+    assert_eq!(w.posts("restore-post"), 0, "nothing restored again");
+    assert_eq!(w.posts("backup-post"), 0, "the backup is within the RPO");
+
+    // Without the markers (say, written by an older drsync), the rebuilt state knows of no
+    // restore and restores every target: the markers are what spared that.
+    for m in std::fs::read_dir(&container).unwrap() {
+        let p = m.unwrap().path();
+        if p.to_string_lossy().contains(".drsync-restored.") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let third = w.fresh_state_config_named("state-third");
+    run_async(w.command(&third, &["catalog", "sync"]))
+        .await
+        .assert_code(0);
+    let plan = run_async(w.command(&third, &["plan", "--output", "json"])).await;
+    plan.assert_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let restores = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"]["kind"] == "restore")
+        .count();
+    assert_eq!(restores, 2, "{plan:#}");
+}
+
+impl World {
+    /// Like [`World::fresh_state_config`], with the state directory `state_name`.
+    fn fresh_state_config_named(&self, state_name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let state = self._dir.path().join("state");
+        let other = self._dir.path().join(state_name);
+        let path = self._dir.path().join(format!("{state_name}.toml"));
+        std::fs::write(
+            &path,
+            text.replace(&state.display().to_string(), &other.display().to_string()),
+        )
+        .unwrap();
+        path
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A service that becomes busy between drsync's preflight and its restore POST: a real 409.
+// (The busy tests above make the service busy before drsync starts, so preflight sees it; the
+// executor's 409 path was covered only by the planner's in-memory fake.)
+// ---------------------------------------------------------------------------------------------
+
+/// Every request of `kind` to `service` (`.../service/{service}/{op}`), oldest first.
+fn requests_to(w: &World, kind: &str, service: &str) -> Vec<drsync_tests::emulator::RequestRecord> {
+    let needle = format!("/service/{service}");
+    w.emu
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.kind == kind && (r.path.ends_with(&needle) || r.path.contains(&format!("{needle}/")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_turns_busy_after_preflight_gets_a_409_and_is_waited_for() {
+    // Backups take 4 s, restores 1 s, a scale-out 8 s (emulated time = real time here).
+    let emu = TestEmulator::start_with(|c| {
+        c.time_scale = 1.0;
+        c.durations.backup_secs = 4.0;
+        c.durations.restore_secs = 1.0;
+        c.durations.update_secs = 8.0;
+        c.durations.jitter = 0.0;
+    })
+    .await
+    .expect("start the emulator");
+    emu.seed_with(ServiceSeed::new(SUB, RG, PRIMARY, "westeurope").with_sample_config())
+        .unwrap();
+    emu.seed_with(ServiceSeed::new(SUB, RG, STANDBY, "northeurope"))
+        .unwrap();
+    emu.seed_with(ServiceSeed::new(SUB, RG, STAGING, "westeurope"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("drsync.toml");
+    let text = config_text(
+        &emu.base(),
+        &emu.dir.path().join(ACCOUNT),
+        &dir.path().join("state"),
+        "Premium",
+    );
+    std::fs::write(&config, text).unwrap();
+    let w = World {
+        emu,
+        config,
+        _dir: dir,
+    };
+
+    let sync = tokio::spawn(run_async(
+        w.command(&w.config, &["sync", "--busy-timeout", "30s"]),
+    ));
+    // drsync's backup POST is accepted only after its preflight read every service as ready.
+    let mut waited = Duration::ZERO;
+    while w.accepted_posts("backup-post") == 0 {
+        assert!(
+            waited < Duration::from_secs(60),
+            "drsync never posted its backup"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    // Someone scales the standby out while drsync's backup runs: it is `Updating` for 8 s,
+    // which covers the moment drsync POSTs the restore (about 4 s from now).
+    let r = w
+        .emu
+        .arm(reqwest::Method::PATCH, &TestEmulator::service_path(STANDBY))
+        .json(&serde_json::json!({"sku": {"name": "Premium", "capacity": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the scale-out started");
+    let out = sync.await.unwrap();
+    out.assert_code(0);
+
+    // The preflight read the standby before it became busy.
+    let patch = requests_to(&w, "service-patch", STANDBY);
+    assert_eq!(patch.len(), 1);
+    let preflight = requests_to(&w, "service-get", STANDBY);
+    assert!(
+        preflight.first().is_some_and(|g| g.seq < patch[0].seq),
+        "preflight GET of the standby came before the scale-out: {preflight:?}"
+    );
+    // Exactly one refused POST (409 Conflict, after the scale-out began), then exactly one
+    // accepted one: drsync waited for the service instead of re-POSTing into the conflict.
+    let restores: Vec<(u16, Option<String>)> = requests_to(&w, "restore-post", STANDBY)
+        .into_iter()
+        .map(|r| {
+            assert!(r.seq > patch[0].seq);
+            (r.status, r.error_code)
+        })
+        .collect();
+    assert_eq!(
+        restores,
+        vec![(409, Some("Conflict".to_owned())), (202, None)],
+        "restore POSTs into the standby"
+    );
+    let staging: Vec<u16> = requests_to(&w, "restore-post", STAGING)
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(staging, vec![202], "the staging restore was not disturbed");
+    assert_eq!(w.posts("backup-post"), 1, "one backup, never repeated");
+    w.assert_targets_restored();
+
+    // The wait is visible, with ARM's code and message.
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("409 Conflict")
+            && all.contains("The API Management service 'apim-neu' is Updating"),
+        "the 409 is reported with ARM's code and message:\n{all}"
+    );
 }

@@ -95,38 +95,60 @@ pub(crate) struct Metrics {
     pub slowdowns: AtomicU64,
 }
 
-/// The limits of ARM's token buckets, per subscription.
+/// How fast drsync lets itself call ARM, per subscription: its own token buckets, kept inside
+/// ARM's.
+///
+/// ARM's documented per-subscription buckets are reads 250 refilled at 25/s and writes 200
+/// refilled at 10/s ("Understand how Azure Resource Manager throttles requests",
+/// <https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>;
+/// PROTOCOL.md section 4). The defaults pace at 90 % of those ([`ArmLimits::PACING`]): at
+/// exactly Azure's rates, clock skew between drsync and ARM and requests that ARM counts but
+/// drsync does not see (other tools, the portal) let a few 429s through under load (`drsync
+/// bench` measured 0-4 at 100 % and none at 90 %, docs/benchmarks.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmLimits {
     /// Whether drsync paces itself (governor limiters and slow-down). Off, it relies on 429s
     /// and Retry-After alone; benchmarks compare the two.
     pub enabled: bool,
-    /// Read refill per second: 25 (Azure's subscription read bucket, PROTOCOL.md section 4).
+    /// Read refill per second: default 22.5 (90 % of ARM's 25/s).
     pub reads_per_second: f64,
-    /// Read bucket size: 250.
+    /// Read bucket size: default 225 (90 % of ARM's 250).
     pub read_burst: u32,
-    /// Write refill per second: 10.
+    /// Write refill per second: default 9 (90 % of ARM's 10/s).
     pub writes_per_second: f64,
-    /// Write bucket size: 200.
+    /// Write bucket size: default 180 (90 % of ARM's 200).
     pub write_burst: u32,
     /// Below this many remaining requests (`x-ms-ratelimit-remaining-*`), space requests out.
     pub low_water: u64,
 }
 
 impl Default for ArmLimits {
+    /// [`ArmLimits::PACING`] of ARM's documented buckets: reads 22.5/s (burst 225), writes 9/s
+    /// (burst 180).
     fn default() -> Self {
         Self {
             enabled: true,
-            reads_per_second: 25.0,
-            read_burst: 250,
-            writes_per_second: 10.0,
-            write_burst: 200,
+            reads_per_second: Self::AZURE_READS_PER_SECOND * Self::PACING,
+            read_burst: (f64::from(Self::AZURE_READ_BURST) * Self::PACING).round() as u32,
+            writes_per_second: Self::AZURE_WRITES_PER_SECOND * Self::PACING,
+            write_burst: (f64::from(Self::AZURE_WRITE_BURST) * Self::PACING).round() as u32,
             low_water: 20,
         }
     }
 }
 
 impl ArmLimits {
+    /// ARM's documented subscription read refill, per second.
+    pub const AZURE_READS_PER_SECOND: f64 = 25.0;
+    /// ARM's documented subscription read bucket size.
+    pub const AZURE_READ_BURST: u32 = 250;
+    /// ARM's documented subscription write refill, per second.
+    pub const AZURE_WRITES_PER_SECOND: f64 = 10.0;
+    /// ARM's documented subscription write bucket size.
+    pub const AZURE_WRITE_BURST: u32 = 200;
+    /// The fraction of ARM's rates the defaults use.
+    pub const PACING: f64 = 0.9;
+
     fn quota(rate: f64, burst: u32, what: &str) -> Result<Quota> {
         if !(rate.is_finite() && rate > 0.0) {
             return Err(Error::InvalidConfig(format!(
@@ -527,6 +549,22 @@ mod tests {
         assert_eq!(subscription_of(&u), "abc");
         let u = Url::parse("https://management.azure.com/providers/x").unwrap();
         assert_eq!(subscription_of(&u), "");
+    }
+
+    #[test]
+    fn default_limits_pace_at_ninety_percent_of_azure() {
+        let d = ArmLimits::default();
+        assert!(d.enabled);
+        assert_eq!(d.reads_per_second, 22.5);
+        assert_eq!(d.read_burst, 225);
+        assert_eq!(d.writes_per_second, 9.0);
+        assert_eq!(d.write_burst, 180);
+        // The configuration's `[limits]` defaults are the same numbers.
+        let c = drsync_core::config::Limits::default();
+        assert_eq!(c.arm_reads_per_second, d.reads_per_second);
+        assert_eq!(c.arm_read_burst, d.read_burst);
+        assert_eq!(c.arm_writes_per_second, d.writes_per_second);
+        assert_eq!(c.arm_write_burst, d.write_burst);
     }
 
     #[test]

@@ -135,7 +135,7 @@ config/demo.toml: configuration is valid
 Azure:    built-in emulator (embedded), time scale 0.002
 API:      api-version 2024-05-01
 State:    .drsync-state
-Limits:   4 concurrent steps; ARM reads 25/s (burst 250), writes 10/s (burst 200)
+Limits:   4 concurrent steps; ARM reads 22.5/s (burst 225), writes 9/s (burst 180)
 
 Services (3):
   primary
@@ -155,4 +155,28 @@ Replications (1 replication, 2 edges):
     apim-contoso-weu (westeurope, Premium) -> apim-contoso-stg (westeurope, Premium, staging)
 ";
     assert_eq!(text(&out.stdout), expected);
+}
+
+/// `validate` runs the planner's topology rules too, and points at the offending replication.
+#[test]
+fn validate_checks_the_replication_graph() {
+    let out = drsync(&[
+        "validate",
+        "--config",
+        "tests/fixtures/bad-config/target-two-sources.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "tests/fixtures/bad-config/target-two-sources.toml:53:7: replication[1].to[0]: \
+             service `apim-contoso-neu` is the target of more than one replication"
+        ),
+        "{stderr}"
+    );
+    // The demo topology passes them, without warnings.
+    let out = drsync(&["validate", "--config", "config/demo.toml"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }

@@ -582,7 +582,7 @@ fn limits(t: &Table<'_, '_>, c: &mut Collector<'_>) -> Option<Limits> {
                     t.field(key),
                     format!("`{key}` must be a number greater than 0"),
                     Some(format!(
-                        "the default is {default} (ARM's documented bucket refill rate)"
+                        "the default is {default} (90 % of ARM's documented bucket refill rate)"
                     )),
                 );
                 ok = false;

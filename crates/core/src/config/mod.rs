@@ -13,7 +13,8 @@
 //! `file:PATH`), never literals.
 //!
 //! What is not: anything that needs the replication graph (cycles, one source per target, SKU
-//! pairs, standby regions). That belongs to the planner.
+//! pairs, standby regions). That belongs to the planner (`drsync_planner::Topology`);
+//! `drsync validate` runs both.
 //!
 //! # Layout
 //! - `model`: the checked types ([`Config`] and its parts) and lookups.

@@ -151,25 +151,30 @@ pub struct StateConfig {
 pub struct Limits {
     /// Steps run at the same time (default 8, at least 1).
     pub concurrency: usize,
-    /// ARM read requests per second (default 25: ARM's subscription read bucket refill).
+    /// ARM read requests per second drsync allows itself (default 22.5: 90 % of ARM's
+    /// subscription read bucket refill of 25/s).
     pub arm_reads_per_second: f64,
-    /// ARM read burst (default 250: ARM's subscription read bucket size).
+    /// ARM read burst (default 225: 90 % of ARM's subscription read bucket of 250).
     pub arm_read_burst: u32,
-    /// ARM write requests per second (default 10: ARM's write bucket refill).
+    /// ARM write requests per second (default 9: 90 % of ARM's write bucket refill of 10/s).
     pub arm_writes_per_second: f64,
-    /// ARM write burst (default 200: ARM's write bucket size).
+    /// ARM write burst (default 180: 90 % of ARM's write bucket of 200).
     pub arm_write_burst: u32,
 }
 
 impl Default for Limits {
-    /// Defaults follow ARM's documented token buckets (PROTOCOL.md section 4).
+    /// drsync paces itself at 90 % of ARM's documented per-subscription token buckets (reads
+    /// 250 + 25/s, writes 200 + 10/s: PROTOCOL.md section 4, and
+    /// <https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>).
+    /// At exactly Azure's rates a few 429s get through under load. These are the same numbers
+    /// as `drsync_arm_client::ArmLimits::default()`, which the CLI fills from this section.
     fn default() -> Self {
         Self {
             concurrency: 8,
-            arm_reads_per_second: 25.0,
-            arm_read_burst: 250,
-            arm_writes_per_second: 10.0,
-            arm_write_burst: 200,
+            arm_reads_per_second: 22.5,
+            arm_read_burst: 225,
+            arm_writes_per_second: 9.0,
+            arm_write_burst: 180,
         }
     }
 }

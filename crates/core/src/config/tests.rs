@@ -558,7 +558,7 @@ fn limits_rules() {
         ),
         expect![[r#"
             42:15 limits.concurrency: `concurrency` must be between 1 and 256 (hint: the default is 8)
-            43:24 limits.arm_reads_per_second: `arm_reads_per_second` must be a number greater than 0 (hint: the default is 25 (ARM's documented bucket refill rate))
+            43:24 limits.arm_reads_per_second: `arm_reads_per_second` must be a number greater than 0 (hint: the default is 22.5 (90 % of ARM's documented bucket refill rate))
         "#]],
     );
 }
