@@ -316,6 +316,9 @@ impl Observer for Progress {
             (Mode::Lines, Event::Started { step, state }) => {
                 eprintln!("-> {step}: start ({state})")
             }
+            // A terminal state is reported once, by the `Finished` event that follows it.
+            (Mode::Lines, Event::State { state, .. })
+                if matches!(*state, "succeeded" | "failed") => {}
             (
                 Mode::Lines,
                 Event::State {
