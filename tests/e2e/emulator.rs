@@ -2308,3 +2308,35 @@ async fn oversized_bodies_are_refused_with_413() -> R {
     assert_eq!(error_code(&body_json(r).await?), "RequestEntityTooLarge");
     Ok(())
 }
+
+// Durability. See: the embedded-mode resume flake found at integration (a drsync crash right
+// after an `Accepted` checkpoint lost the operation the in-process emulator had accepted).
+
+#[tokio::test]
+async fn with_a_state_file_an_accepted_operation_is_on_disk_before_the_answer() -> R {
+    let state_dir = tempfile::tempdir()?;
+    let state_file = state_dir.path().join("emulator.json");
+    let file = state_file.clone();
+    let t = TestEmulator::start_with(move |c| {
+        c.time_scale = 1.0; // The backup stays running for the whole test.
+        c.state_file = Some(file);
+    })
+    .await?;
+    t.seed("apim-weu", "westeurope")?;
+    assert!(!state_file.exists(), "seeding in-process is not a request");
+    let body = access_key_body(ACCOUNT, ACCOUNT_KEY, "apim-backups", "apim-weu.durable");
+    let r = t.post_op("apim-weu", "backup", &body).await?;
+    assert_eq!(r.status(), 202);
+    // Read the file as the answer arrives: the accepted operation must already be in it, so a
+    // process that dies now and reloads the file still finds it.
+    let dump: Value = serde_json::from_str(&std::fs::read_to_string(&state_file)?)?;
+    let ops = dump["operations"].as_array().expect("operations");
+    assert_eq!(ops.len(), 1, "{dump:#}");
+    assert_eq!(ops[0]["status"], "Running", "{dump:#}");
+    // Reads do not rewrite it.
+    let before = std::fs::metadata(&state_file)?.modified()?;
+    let (status, _) = t.get(&TestEmulator::service_path("apim-weu")).await?;
+    assert_eq!(status, 200);
+    assert_eq!(std::fs::metadata(&state_file)?.modified()?, before);
+    Ok(())
+}

@@ -124,8 +124,12 @@ impl Embedded {
                 seed
             })
             .collect();
+        let state_file = state_dir.join(STATE_FILE);
         let emulator_config = EmulatorConfig {
             time_scale,
+            // The emulator persists every accepted change before answering, as Azure does, so
+            // a drsync crash right after a checkpoint never loses the operation it names.
+            state_file: Some(state_file.clone()),
             storage_accounts,
             services: seeds.clone(),
             // Tokens minted for drsync itself last the whole run.
@@ -137,7 +141,6 @@ impl Embedded {
         let emulator = Emulator::start(emulator_config)
             .await
             .context("cannot start the embedded emulator")?;
-        let state_file = state_dir.join(STATE_FILE);
         if state_file.is_file() {
             let json = std::fs::read_to_string(&state_file)
                 .with_context(|| format!("cannot read `{}`", state_file.display()))?;

@@ -51,6 +51,11 @@ pub struct EmulatorConfig {
     pub services: Vec<ServiceSeed>,
     /// Bearer tokens accepted by ARM from the start (for `static_token` credentials).
     pub static_tokens: Vec<StaticToken>,
+    /// Where to keep the state durably, as Azure does: when set, the state dump is written
+    /// here (atomically) before the answer to any request that may have changed it, and after
+    /// every operation completes. drsync's embedded mode sets it, so a crash of the drsync
+    /// process never loses an operation the emulator has already accepted.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A pre-registered ARM bearer token.
@@ -80,6 +85,7 @@ impl Default for EmulatorConfig {
             faults: FaultConfig::default(),
             seed: 0x0d25_c0de,
             page_size: 100,
+            state_file: None,
             services: Vec::new(),
             static_tokens: Vec::new(),
         }

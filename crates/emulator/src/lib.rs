@@ -75,7 +75,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn router(app: Arc<state::App>) -> axum::Router {
-    axum::Router::new().fallback(server::handle).with_state(app)
+    axum::Router::new().fallback(handle_durably).with_state(app)
+}
+
+/// Answers a request; with a `state_file`, a request that may have changed the state is
+/// persisted before its answer leaves, as Azure's answer means the change is durable.
+async fn handle_durably(
+    axum::extract::State(app): axum::extract::State<Arc<state::App>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let may_change = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = server::handle(axum::extract::State(app.clone()), req).await;
+    if may_change {
+        app.persist();
+    }
+    response
 }
 
 async fn serve(

@@ -230,6 +230,7 @@ pub(crate) async fn settle(app: &Arc<App>) {
     for (id, plan) in due {
         let result = execute(app, &id, plan).await;
         finish(app, &id, result);
+        app.persist();
     }
 }
 

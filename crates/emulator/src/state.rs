@@ -72,6 +72,8 @@ pub(crate) struct App {
     pub clock: Arc<dyn Clock>,
     pub accounts: BTreeMap<String, Account>,
     pub inner: Mutex<Inner>,
+    /// Serializes writes of `config.state_file`, so an older dump never replaces a newer one.
+    pub persisting: Mutex<()>,
 }
 
 impl App {
@@ -130,6 +132,7 @@ impl App {
             clock,
             accounts,
             inner: Mutex::new(inner),
+            persisting: Mutex::new(()),
         };
         let seeds = app.config.services.clone();
         {
@@ -270,6 +273,23 @@ impl Inner {
             self.log.drain(..MAX_LOG / 10);
         }
         self.log.push(rec);
+    }
+}
+
+impl App {
+    /// Writes the state to `config.state_file`, if one is set: a temporary file renamed into
+    /// place, so a reader (or the next run) sees either the old dump or the new one.
+    pub fn persist(self: &Arc<Self>) {
+        let Some(path) = &self.config.state_file else {
+            return;
+        };
+        let _guard = self.persisting.lock();
+        let json = EmulatorState { app: self.clone() }.dump_state_json();
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "cannot persist the emulator state: {e}");
+        }
     }
 }
 

@@ -199,6 +199,32 @@ pub enum ExecError {
     Catalog(#[from] catalog::CatalogError),
 }
 
+/// What one backup or restore step remembers between attempts at its POST.
+struct PostRetry {
+    /// When waiting for a busy (409) service gives up.
+    busy_deadline: tokio::time::Instant,
+    /// How many POSTs of unknown fate were settled by looking at Azure.
+    unknown_fate_retries: u32,
+    /// Preflight saw the service ready; look again before a POST only after a 409, so the
+    /// common path costs no extra read (ARM's read bucket is the fleet's bottleneck).
+    seen_busy: bool,
+}
+
+impl PostRetry {
+    fn new(busy_timeout: Duration) -> Self {
+        Self {
+            busy_deadline: tokio::time::Instant::now() + busy_timeout,
+            unknown_fate_retries: 0,
+            seen_busy: false,
+        }
+    }
+
+    /// A new POST is about to be issued after settling: give it the whole busy timeout again.
+    fn rearm(&mut self, busy_timeout: Duration) {
+        self.busy_deadline = tokio::time::Instant::now() + busy_timeout;
+    }
+}
+
 enum StepEnd {
     Succeeded,
     Failed {
@@ -680,6 +706,63 @@ impl Executor {
         })
     }
 
+    /// Handles a backup or restore POST that was refused or went unanswered, the same way for
+    /// both: a 409 means nothing started, so wait (bounded by `busy_timeout`) and try again; an
+    /// unavailable or throttled answer leaves the fate unknown, so the step stays `Intent` and
+    /// the next pass settles it by looking at Azure (at most five times); anything else fails
+    /// the step. `None` means "go round the step's loop again".
+    async fn after_post_error(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        rec: &mut StepRecord,
+        op: OpKind,
+        retry: &mut PostRetry,
+        e: AzureError,
+    ) -> Result<Option<StepEnd>, StoreError> {
+        match e.kind {
+            AzureErrorKind::Busy => {
+                retry.seen_busy = true;
+                self.save(rec, StepState::Pending)?;
+                if tokio::time::Instant::now() >= retry.busy_deadline {
+                    let message = format!(
+                        "{}; gave up after {}",
+                        e.message,
+                        crate::plan::human(self.options.busy_timeout)
+                    );
+                    return self.fail(run, step, "ServiceBusy", message).map(Some);
+                }
+                self.observer.event(&Event::Note {
+                    step: step.id.clone(),
+                    text: format!("{}; waiting", e.message),
+                });
+                if !self.sleep(self.options.busy_poll).await {
+                    return Ok(Some(StepEnd::Interrupted));
+                }
+            }
+            AzureErrorKind::Unavailable | AzureErrorKind::Throttled => {
+                retry.unknown_fate_retries += 1;
+                if retry.unknown_fate_retries > 5 {
+                    return self.fail(run, step, &e.code_or_kind(), e.message).map(Some);
+                }
+                let text = format!(
+                    "{} POST outcome unknown ({}); checking Azure",
+                    op.as_str(),
+                    e.message
+                );
+                self.note(rec, text)?;
+                if !self
+                    .sleep(self.options.busy_poll.min(Duration::from_secs(5)))
+                    .await
+                {
+                    return Ok(Some(StepEnd::Interrupted));
+                }
+            }
+            _ => return self.fail(run, step, &e.code_or_kind(), e.message).map(Some),
+        }
+        Ok(None)
+    }
+
     /// Sleeps, unless cancelled first (returns `false`).
     async fn sleep(&self, d: Duration) -> bool {
         let mut cancel = self.cancel.clone();
@@ -834,13 +917,9 @@ impl Executor {
             );
         };
         let svc = node.service.clone();
-        let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
-        let mut unknown_fate_retries = 0u32;
+        let mut retry = PostRetry::new(self.options.busy_timeout);
         // The source's SKU as ARM reported it, when read in this step (recorded in the sidecar).
         let mut source_sku = None;
-        // Preflight saw the service ready; look again before a POST only after a 409, so the
-        // common path costs no extra read (ARM's read bucket is the fleet's bottleneck).
-        let mut seen_busy = false;
         loop {
             match rec.state.clone() {
                 StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
@@ -854,7 +933,7 @@ impl Executor {
                     });
                 }
                 StepState::Pending => {
-                    if seen_busy {
+                    if retry.seen_busy {
                         match self.wait_ready(&step.id, &svc).await {
                             Ok(state) => source_sku = Some(state.sku),
                             Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
@@ -907,56 +986,21 @@ impl Executor {
                                 return Ok(end);
                             }
                         }
-                        Err(e) if e.kind == AzureErrorKind::Busy => {
-                            // 409: refused, nothing started. Wait and try again, bounded.
-                            seen_busy = true;
-                            self.save(&mut rec, StepState::Pending)?;
-                            if tokio::time::Instant::now() >= busy_deadline {
-                                return self.fail(
+                        Err(e) => {
+                            if let Some(end) = self
+                                .after_post_error(
                                     run,
                                     step,
-                                    "ServiceBusy",
-                                    format!(
-                                        "{}; gave up after {}",
-                                        e.message,
-                                        crate::plan::human(self.options.busy_timeout)
-                                    ),
-                                );
-                            }
-                            self.observer.event(&Event::Note {
-                                step: step.id.clone(),
-                                text: format!("{}; waiting", e.message),
-                            });
-                            if !self.sleep(self.options.busy_poll).await {
-                                return Ok(StepEnd::Interrupted);
-                            }
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind,
-                                AzureErrorKind::Unavailable | AzureErrorKind::Throttled
-                            ) =>
-                        {
-                            // Fate unknown: stay `Intent` and settle by looking at Azure.
-                            unknown_fate_retries += 1;
-                            if unknown_fate_retries > 5 {
-                                return self.fail(run, step, &e.code_or_kind(), e.message);
-                            }
-                            self.note(
-                                &mut rec,
-                                format!(
-                                    "backup POST outcome unknown ({}); checking Azure",
-                                    e.message
-                                ),
-                            )?;
-                            if !self
-                                .sleep(self.options.busy_poll.min(Duration::from_secs(5)))
-                                .await
+                                    &mut rec,
+                                    OpKind::Backup,
+                                    &mut retry,
+                                    e,
+                                )
+                                .await?
                             {
-                                return Ok(StepEnd::Interrupted);
+                                return Ok(end);
                             }
                         }
-                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
                     }
                 }
                 StepState::Intent { .. } => {
@@ -996,7 +1040,7 @@ impl Executor {
                             )?;
                             rec.attempt = rec.attempt.saturating_sub(1);
                             self.save(&mut rec, StepState::Pending)?;
-                            busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+                            retry.rearm(self.options.busy_timeout);
                         }
                         Err(e) => return self.fail(run, step, "StorageError", e.to_string()),
                     }
@@ -1249,9 +1293,7 @@ impl Executor {
             self.checkpoints.put_step(&rec)?;
         }
         let svc = node.service.clone();
-        let mut busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
-        let mut unknown_fate_retries = 0u32;
-        let mut seen_busy = false;
+        let mut retry = PostRetry::new(self.options.busy_timeout);
         loop {
             match rec.state.clone() {
                 StepState::Succeeded { .. } => return Ok(StepEnd::Succeeded),
@@ -1267,7 +1309,7 @@ impl Executor {
                 StepState::Pending => {
                     // The target's SKU: as ARM reports it after a 409, else as configured (the
                     // run's preflight checked it against ARM).
-                    let target_sku = if seen_busy {
+                    let target_sku = if retry.seen_busy {
                         match self.wait_ready(&step.id, &svc).await {
                             Ok(s) => s.sku,
                             Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
@@ -1331,54 +1373,21 @@ impl Executor {
                                 .finish_restore(run, step, &mut rec, target, &name, &storage)
                                 .await;
                         }
-                        Err(e) if e.kind == AzureErrorKind::Busy => {
-                            seen_busy = true;
-                            self.save(&mut rec, StepState::Pending)?;
-                            if tokio::time::Instant::now() >= busy_deadline {
-                                return self.fail(
+                        Err(e) => {
+                            if let Some(end) = self
+                                .after_post_error(
                                     run,
                                     step,
-                                    "ServiceBusy",
-                                    format!(
-                                        "{}; gave up after {}",
-                                        e.message,
-                                        crate::plan::human(self.options.busy_timeout)
-                                    ),
-                                );
-                            }
-                            self.observer.event(&Event::Note {
-                                step: step.id.clone(),
-                                text: format!("{}; waiting", e.message),
-                            });
-                            if !self.sleep(self.options.busy_poll).await {
-                                return Ok(StepEnd::Interrupted);
-                            }
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind,
-                                AzureErrorKind::Unavailable | AzureErrorKind::Throttled
-                            ) =>
-                        {
-                            unknown_fate_retries += 1;
-                            if unknown_fate_retries > 5 {
-                                return self.fail(run, step, &e.code_or_kind(), e.message);
-                            }
-                            self.note(
-                                &mut rec,
-                                format!(
-                                    "restore POST outcome unknown ({}); checking Azure",
-                                    e.message
-                                ),
-                            )?;
-                            if !self
-                                .sleep(self.options.busy_poll.min(Duration::from_secs(5)))
-                                .await
+                                    &mut rec,
+                                    OpKind::Restore,
+                                    &mut retry,
+                                    e,
+                                )
+                                .await?
                             {
-                                return Ok(StepEnd::Interrupted);
+                                return Ok(end);
                             }
                         }
-                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
                     }
                 }
                 StepState::Intent { at } => {
@@ -1407,7 +1416,7 @@ impl Executor {
                         format!("settled: the restore into `{target}` never happened; issuing it"),
                     )?;
                     self.save(&mut rec, StepState::Pending)?;
-                    busy_deadline = tokio::time::Instant::now() + self.options.busy_timeout;
+                    retry.rearm(self.options.busy_timeout);
                 }
                 StepState::Accepted {
                     poll,
