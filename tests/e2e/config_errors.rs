@@ -522,3 +522,94 @@ fn backups_in_the_primarys_region_are_a_warning_not_an_error() {
         out.stdout
     );
 }
+
+#[test]
+fn misspelt_secret_key_is_refused_and_not_echoed() {
+    let out = check(
+        "misspelt-secret-key",
+        &[
+            (
+                5,
+                1,
+                "azure.credential.client_secret",
+                "missing required field `client_secret`",
+            ),
+            (
+                8,
+                1,
+                "azure.credential.client_secert",
+                "unknown key in `azure.credential`: `client_secert`",
+            ),
+        ],
+    );
+    assert!(
+        !out.stderr.contains("s3cr3t"),
+        "the secret leaked:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("8 | client_secert = ..."),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn same_storage_account_and_container_twice() {
+    check(
+        "duplicate-storage-account",
+        &[(
+            19,
+            11,
+            "storage[1].account",
+            "storage account `contosodrneu` and container `apim-backups` are already storage[0] (`neu-backups`)",
+        )],
+    );
+}
+
+#[test]
+fn api_version_arm_does_not_know() {
+    check(
+        "api-version-not-stable",
+        &[(
+            4,
+            15,
+            "azure.api_version",
+            "api-version `2023-05-01` is not a stable API Management api-version",
+        )],
+    );
+}
+
+/// A file saved by a Windows editor: byte order mark, CRLF line endings, a tab before the value.
+/// Written at run time, since a checkout may normalise line endings.
+#[test]
+fn windows_editor_file_keeps_lines_and_columns() {
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/bad-config/unknown-sku.toml"
+    ))
+    .expect("fixture");
+    let text = format!(
+        "\u{feff}{}",
+        fixture
+            .replace("sku = \"PremiumV3\"", "sku =\t\"PremiumV3\"")
+            .replace('\n', "\r\n")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("windows.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = run(["validate".as_ref(), "--config".as_ref(), path.as_os_str()]);
+    out.assert_code(2);
+    let header = format!(
+        "error: {}:30:7: service[1].sku: unknown SKU `PremiumV3`",
+        path.display()
+    );
+    assert!(out.stderr.contains(&header), "{}", out.stderr);
+    // The caret sits under the value: the tab is shown as one space, the CR is not shown.
+    assert!(
+        out.stderr
+            .contains("30 | sku = \"PremiumV3\"\n   |       ^^^^^^^^^^^\n"),
+        "{}",
+        out.stderr
+    );
+}

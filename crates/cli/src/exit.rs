@@ -7,19 +7,22 @@
 //! | 0 | success |
 //! | 1 | an operation failed (Azure error, a step failed, a preflight check refused) |
 //! | 2 | configuration or usage error |
-//! | 3 | a drill failed its objectives or its verification |
+//! | 3 | a drill failed its objectives or its verification; for `failover`/`failback`, the roles changed but an after-promote hook or an objective failed; for `clone`, an override failed |
 //! | 4 | interrupted (Ctrl-C) with state saved: run the same command again to resume |
 //! | 5 | another drsync process holds a lease on a service |
 //!
 //! A command returns `anyhow::Result<Exit>`: `Ok(Exit::Success)` normally, another `Exit` when
 //! it finished but the outcome is not a success (a drill that missed its RTO returns
 //! `Ok(Exit::DrillFailed)`). An error maps to 1 unless it is a configuration error
-//! ([`drsync_core::ConfigErrors`]) or carries an explicit code via [`Coded`].
+//! ([`drsync_core::ConfigErrors`], or a secret reference that cannot be resolved:
+//! [`SecretError`] anywhere in its chain, such as an unset `env:` variable or a missing `file:`)
+//! or carries an explicit code via [`Coded`].
 
 use std::fmt;
 use std::process::ExitCode;
 
 use drsync_core::ConfigErrors;
+use drsync_core::secret::SecretError;
 
 /// drsync's documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +78,9 @@ impl std::error::Error for Coded {}
 pub fn classify(error: &anyhow::Error) -> Exit {
     if let Some(coded) = error.downcast_ref::<Coded>() {
         coded.exit
-    } else if error.downcast_ref::<ConfigErrors>().is_some() {
+    } else if error.downcast_ref::<ConfigErrors>().is_some()
+        || error.chain().any(|e| e.is::<SecretError>())
+    {
         Exit::Usage
     } else {
         Exit::Failed
@@ -96,5 +101,27 @@ pub fn report(outcome: anyhow::Result<Exit>) -> ExitCode {
             }
             exit.into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn errors_map_to_documented_codes() {
+        let failed = anyhow::anyhow!("ARM answered 500");
+        assert_eq!(classify(&failed), Exit::Failed);
+        let leased = anyhow::Error::new(Coded::new(Exit::Leased, anyhow::anyhow!("held")));
+        assert_eq!(classify(&leased), Exit::Leased);
+        // An unresolvable secret reference is a configuration problem, however deeply wrapped.
+        let unset: Result<(), SecretError> =
+            Err(SecretError::MissingEnv("AZURE_CLIENT_SECRET".into()));
+        let unset = unset
+            .context("client secret")
+            .context("log in")
+            .unwrap_err();
+        assert_eq!(classify(&unset), Exit::Usage);
     }
 }

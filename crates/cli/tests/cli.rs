@@ -180,3 +180,46 @@ fn validate_checks_the_replication_graph() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
+
+/// `validate` never resolves a secret reference, so at the highest verbosity and in JSON logs
+/// the values behind `env:` references appear nowhere; a literal secret (also under a misspelt
+/// key) is refused without being repeated.
+#[test]
+fn validate_verbose_and_json_logs_show_no_secret() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = |config: &str| {
+        Command::new(env!("CARGO_BIN_EXE_drsync"))
+            .args([
+                "--log-format",
+                "json",
+                "-vv",
+                "validate",
+                "--config",
+                config,
+            ])
+            .current_dir(&root)
+            .env_remove("RUST_LOG")
+            .env("AZURE_CLIENT_SECRET", "Env~Secret.Value-0001")
+            .env("DRSYNC_WEU_STORAGE_KEY", "RW52S2V5VmFsdWUwMDAy")
+            .output()
+            .expect("run drsync")
+    };
+    let out = run("config/example.toml");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !all.contains("Env~Secret") && !all.contains("RW52S2V5"),
+        "{all}"
+    );
+    for (fixture, leak) in [
+        ("literal-client-secret", "s3cr3t"),
+        ("literal-storage-key", "q9ZT4m"),
+        ("misspelt-secret-key", "s3cr3t"),
+    ] {
+        let out = run(&format!("tests/fixtures/bad-config/{fixture}.toml"));
+        assert_eq!(out.status.code(), Some(2), "{fixture}");
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(all.contains("error: "), "{fixture}: {all}");
+        assert!(!all.contains(leak), "{fixture} leaked:\n{all}");
+    }
+}

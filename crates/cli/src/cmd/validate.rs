@@ -85,6 +85,8 @@ struct Locus {
 
 impl<'a> Doc<'a> {
     fn new(config: &'a Config, text: &'a str) -> Self {
+        // Positions count from after a byte order mark, as `Config::parse` counts them.
+        let text = drsync_core::config::strip_bom(text);
         // The text parsed before (Config::parse succeeded), so this cannot fail; if it did, the
         // errors would still be reported, at the top of the file.
         let root = DeTable::parse(text).ok();

@@ -36,11 +36,28 @@ pub const DEFAULT_STATE_DIR: &str = ".drsync-state";
 /// The first api-version with backup/restore (PROTOCOL.md section 1).
 const OLDEST_API_VERSION: &str = "2016-07-07";
 
+/// The stable API Management api-versions that have backup/restore (PROTOCOL.md section 1). ARM
+/// answers any other non-preview version with `NoRegisteredProviderFound`.
+pub const STABLE_API_VERSIONS: [&str; 10] = [
+    "2016-07-07",
+    "2016-10-10",
+    "2017-03-01",
+    "2018-01-01",
+    "2019-01-01",
+    "2019-12-01",
+    "2020-12-01",
+    "2021-08-01",
+    "2022-08-01",
+    "2024-05-01",
+];
+
 /// Managed-identity storage access needs this api-version or later (PROTOCOL.md section 2).
 const IDENTITY_API_VERSION: &str = "2021-04-01";
 
 static API_VERSION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\d{4}-\d{2}-\d{2}(-preview)?$").expect("valid regex"));
+static ENV_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("valid regex"));
 static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
         .expect("valid regex")
@@ -84,8 +101,9 @@ pub(crate) fn config(root: &Table<'_, '_>, path: &Path, c: &mut Collector<'_>) -
     let storage = entries(&storage_t, c, "storage", false, |t, c| {
         self::storage(t, &base, c)
     });
+    check_storage_accounts(&storage_t, c);
     if let Some(azure) = &azure {
-        check_identity_api_version(&storage, azure, c);
+        check_identity_api_version(&storage, &storage_t, azure, c);
     }
     let services_t = root.tables(c, "service");
     // `service = 3` is already reported as the wrong type; an empty array is not.
@@ -279,18 +297,21 @@ fn azure(t: &Table<'_, '_>, base: &Path, c: &mut Collector<'_>) -> Option<AzureC
 
     let api_version = match t.str(c, "api_version") {
         None => Some(DEFAULT_API_VERSION.to_owned()),
-        Some(at) if API_VERSION.is_match(at.value) && at.value >= OLDEST_API_VERSION => {
-            Some(at.value.to_owned())
-        }
-        Some(at) => {
-            c.error(
-                at.span,
-                t.field("api_version"),
-                format!("api-version `{}` has no API Management backup/restore", at.value),
-                Some(format!("use a date-form api-version from {OLDEST_API_VERSION} on; the newest stable one is \"{DEFAULT_API_VERSION}\"")),
-            );
-            None
-        }
+        Some(at) => match check_api_version(at.value) {
+            Ok(()) => Some(at.value.to_owned()),
+            Err(why) => {
+                c.error(
+                    at.span,
+                    t.field("api_version"),
+                    why,
+                    Some(format!(
+                        "use one of the stable versions {} (the newest is \"{DEFAULT_API_VERSION}\"), or a YYYY-MM-DD-preview version from {OLDEST_API_VERSION} on",
+                        STABLE_API_VERSIONS.join(", ")
+                    )),
+                );
+                None
+            }
+        },
     };
 
     let credential = match t.table(c, "credential") {
@@ -458,6 +479,16 @@ fn secret_field(
     let at = t.req_str(c, key, &hint)?;
     match SecretRef::parse(at.value) {
         Ok(SecretRef::File(p)) => Some(SecretRef::File(resolve(base, &p))),
+        Ok(SecretRef::Env(name)) if !ENV_NAME.is_match(&name) => {
+            // Not echoed: a secret pasted after `env:` is still a secret.
+            c.error(
+                at.span,
+                t.field(key),
+                format!("`{key}` names an environment variable that cannot exist: a name has only letters, digits and `_`, and does not start with a digit"),
+                Some(format!("{hint}; if a secret value was pasted after `env:`, rotate it")),
+            );
+            None
+        }
         Ok(r) => Some(r),
         Err(SecretError::Literal) => {
             c.error(
@@ -1394,8 +1425,89 @@ fn duration_field<'d>(
     }
 }
 
+/// Whether `v` is an api-version ARM knows for API Management backup/restore: a stable one
+/// from [`STABLE_API_VERSIONS`], or a preview of a real date from [`OLDEST_API_VERSION`] on.
+fn check_api_version(v: &str) -> Result<(), String> {
+    let (date, preview) = match v.strip_suffix("-preview") {
+        Some(date) => (date, true),
+        None => (v, false),
+    };
+    if !API_VERSION.is_match(v) || chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err() {
+        return Err(format!(
+            "api-version `{v}` is not of the form YYYY-MM-DD or YYYY-MM-DD-preview with a real date"
+        ));
+    }
+    if date < OLDEST_API_VERSION {
+        return Err(format!(
+            "api-version `{v}` has no API Management backup/restore (it came with {OLDEST_API_VERSION})"
+        ));
+    }
+    if !preview && !STABLE_API_VERSIONS.contains(&v) {
+        return Err(format!(
+            "api-version `{v}` is not a stable API Management api-version; ARM would refuse every call"
+        ));
+    }
+    Ok(())
+}
+
+/// Two `[[storage]]` entries that name the same account: the same container twice (the catalog
+/// would list every backup twice and prune would race itself) or different regions (an account
+/// lives in exactly one region).
+fn check_storage_accounts(tables: &[Table<'_, '_>], c: &mut Collector<'_>) {
+    // The first entry of each account, by index.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    fn text<'d>(t: &Table<'d, '_>, key: &str) -> Option<&'d str> {
+        t.raw_str(key).map(|a| a.value)
+    }
+    for (i, t) in tables.iter().enumerate() {
+        let Some(account) = t.raw_str("account") else {
+            continue;
+        };
+        let Some(&first) = seen.get(&account.value.to_ascii_lowercase()) else {
+            seen.insert(account.value.to_ascii_lowercase(), i);
+            continue;
+        };
+        let (container, region) = (text(t, "container"), text(t, "region"));
+        let earlier = &tables[first];
+        let first_name = earlier.name_value().map_or("", |n| n.value);
+        let (first_container, first_region) = (text(earlier, "container"), text(earlier, "region"));
+        let same_region = match (first_region, region) {
+            (Some(a), Some(b)) => match (Region::parse(a), Region::parse(b)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => true, // an unknown region is reported where it is written
+            },
+            _ => true,
+        };
+        if container.is_some() && container == first_container {
+            c.error(
+                account.span,
+                t.field("account"),
+                format!(
+                    "storage account `{}` and container `{}` are already storage[{first}] (`{first_name}`)",
+                    account.value,
+                    container.unwrap_or_default()
+                ),
+                Some(format!("refer to `{first_name}` from every replication that uses this container, or give this entry another container")),
+            );
+        } else if !same_region {
+            c.error(
+                account.span,
+                t.field("account"),
+                format!(
+                    "storage account `{}` is in region {} in storage[{first}] (`{first_name}`) but in {} here; an account lives in one region",
+                    account.value,
+                    first_region.unwrap_or_default(),
+                    region.unwrap_or_default()
+                ),
+                Some("correct the region of one of the two entries, or use another account".into()),
+            );
+        }
+    }
+}
+
 fn check_identity_api_version(
     storage: &[Entry<StorageConfig>],
+    tables: &[Table<'_, '_>],
     azure: &AzureConfig,
     c: &mut Collector<'_>,
 ) {
@@ -1403,10 +1515,14 @@ fn check_identity_api_version(
         return;
     }
     for (i, entry) in storage.iter().enumerate() {
-        if let Some((s, span)) = entry {
+        if let Some((s, name_span)) = entry {
             if !matches!(s.target.access, StorageAccess::AccountKey(_)) {
+                let span = tables
+                    .get(i)
+                    .and_then(|t| t.raw_str("access"))
+                    .map_or_else(|| name_span.clone(), |a| a.span);
                 c.error(
-                    span.clone(),
+                    span,
                     format!("storage[{i}].access"),
                     format!("managed-identity access needs api-version {IDENTITY_API_VERSION}-preview or later, but azure.api_version is {}", azure.api_version),
                     Some(format!("set azure.api_version = \"{DEFAULT_API_VERSION}\", or use access = \"account_key\"")),

@@ -105,7 +105,7 @@ impl<'a> IntoIterator for &'a ConfigErrors {
 }
 
 /// Keys whose lines are never echoed in error snippets, because their values may be secrets.
-const SECRET_WORDS: [&str; 5] = ["secret", "key", "token", "password", "sas"];
+pub(crate) const SECRET_WORDS: [&str; 5] = ["secret", "key", "token", "password", "sas"];
 
 /// Turns byte offsets into positions and collects errors for one file.
 pub(crate) struct Collector<'s> {
@@ -149,6 +149,36 @@ impl<'s> Collector<'s> {
     ) {
         let (line, column) = self.position(span.start);
         let snippet = self.snippet(line, span);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+            hint,
+            snippet,
+        });
+    }
+
+    /// Records an error at a key (`span` is the key's bytes) whose value must not be echoed:
+    /// the snippet shows the line only up to the end of the key.
+    pub(crate) fn error_key_only(
+        &mut self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        let (line, column) = self.position(span.start);
+        let start = self.line_starts[line - 1];
+        let end = floor_char(self.source, span.end.max(start));
+        let head = &self.source[start..end];
+        // A key spanning lines (impossible in valid TOML) gets no snippet at all.
+        let snippet = (!head.contains('\n')).then(|| {
+            let from = column - 1;
+            let to = head.chars().count().max(from + 1);
+            (format!("{} = ...", head.replace('\t', " ")), from..to)
+        });
         self.errors.push(ConfigError {
             file: self.file.clone(),
             line,

@@ -34,7 +34,7 @@ use std::path::Path;
 
 pub use check::{
     DEFAULT_API_VERSION, DEFAULT_AUTHORITY_HOST, DEFAULT_HOOK_TIMEOUT, DEFAULT_STATE_DIR,
-    MAX_RETENTION,
+    MAX_RETENTION, STABLE_API_VERSIONS,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
@@ -47,7 +47,12 @@ impl Config {
     /// Parses and checks a configuration. `path` is where `text` was read from: it appears in
     /// every error, and relative paths in the file (`state.dir`, `dir:` storage endpoints,
     /// `file:` secret references) are resolved against its directory.
+    ///
+    /// A UTF-8 byte order mark (which some Windows editors write) is ignored, so columns on the
+    /// first line count the characters the user sees; Windows line endings and tabs need nothing
+    /// special (a tab counts as one column).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let text = strip_bom(text);
         let mut c = error::Collector::new(path.to_path_buf(), text);
         let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
         // Only the first syntax error is reported: the parser's recovery after it produces
@@ -67,6 +72,13 @@ impl Config {
         c.finish()?;
         Ok(config.expect("no errors were recorded, so every part was read"))
     }
+}
+
+/// `text` without a leading UTF-8 byte order mark. Positions in [`ConfigError`]s refer to the
+/// text after it; a caller that maps its own spans (as `drsync validate` does for topology
+/// errors) must strip it the same way.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 /// Formats a duration the way the configuration writes it: `14d`, `1h`, `1h 30m`, `45s`.

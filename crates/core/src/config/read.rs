@@ -84,6 +84,16 @@ impl<'d, 'i> Table<'d, 'i> {
         }
     }
 
+    /// The string at `key` and its span, without recording anything when it is absent or not a
+    /// string (the section's own reader reports that).
+    pub(crate) fn raw_str(&self, key: &str) -> Option<At<&'d str>> {
+        let v = self.get(key)?;
+        v.get_ref().as_str().map(|s| At {
+            value: s,
+            span: v.span(),
+        })
+    }
+
     /// Whether `key` is present.
     pub(crate) fn has(&self, key: &str) -> bool {
         self.table.get(key).is_some()
@@ -109,7 +119,9 @@ impl<'d, 'i> Table<'d, 'i> {
             } else {
                 format!("unknown key in `{}`", self.path)
             };
-            c.error(
+            // The value is not echoed: an unknown key may be a misspelt secret field
+            // (`client_secert = "..."`), which the secret-word check of snippets cannot see.
+            c.error_key_only(
                 key.span(),
                 self.field(name),
                 format!("{what}: `{name}`"),
@@ -134,10 +146,15 @@ impl<'d, 'i> Table<'d, 'i> {
     }
 
     fn wrong_type(&self, c: &mut Collector<'_>, key: &str, v: &Spanned<DeValue<'_>>, want: &str) {
+        let found = if is_secret_key(key) {
+            kind_of(v.get_ref()).to_owned()
+        } else {
+            describe(v.get_ref())
+        };
         c.error(
             v.span(),
             self.field(key),
-            format!("expected {want}, found {}", describe(v.get_ref())),
+            format!("expected {want}, found {found}"),
             Some(type_hint(key, &self.field(key), want)),
         );
     }
@@ -361,6 +378,9 @@ impl<'d, 'i> Table<'d, 'i> {
 /// How to write a value of the expected type.
 fn type_hint(key: &str, field: &str, want: &str) -> String {
     match want {
+        "a string" if matches!(key, "rpo" | "retention" | "rto" | "timeout") => {
+            format!("write a duration with its unit, in quotes: {key} = \"1h\" (units: s, m, h, d)")
+        }
         "a string" => format!("put the value in quotes: {key} = \"...\""),
         "an integer" => format!("write a whole number without quotes: {key} = 2"),
         "a number" => format!("write a number without quotes: {key} = 0.5"),
@@ -382,6 +402,26 @@ fn describe(v: &DeValue<'_>) -> String {
         DeValue::Array(_) => "an array".to_owned(),
         DeValue::Table(_) => "a table".to_owned(),
     }
+}
+
+/// What kind of value `v` is, without its content.
+fn kind_of(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a number",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Whether a key may hold a secret (`client_secret`, `key`, `token`): its value is never
+/// echoed, whatever its type.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    super::error::SECRET_WORDS.iter().any(|w| key.contains(w))
 }
 
 /// Whether a string could be a credential; such strings are never echoed.

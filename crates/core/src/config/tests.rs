@@ -485,14 +485,14 @@ fn azure_section_rules() {
         "[azure]",
         "[azure]\nendpoint = \"http://127.0.0.1:8443/\"\napi_version = \"2014-02-14\"",
         expect![[r#"
-            4:15 azure.api_version: api-version `2014-02-14` has no API Management backup/restore (hint: use a date-form api-version from 2016-07-07 on; the newest stable one is "2024-05-01")
+            4:15 azure.api_version: api-version `2014-02-14` has no API Management backup/restore (it came with 2016-07-07) (hint: use one of the stable versions 2016-07-07, 2016-10-10, 2017-03-01, 2018-01-01, 2019-01-01, 2019-12-01, 2020-12-01, 2021-08-01, 2022-08-01, 2024-05-01 (the newest is "2024-05-01"), or a YYYY-MM-DD-preview version from 2016-07-07 on)
         "#]],
     );
     check_edit(
         "[azure]",
         "[azure]\napi_version = \"2020-12-01\"",
         expect![[r#"
-            12:8 storage[0].access: managed-identity access needs api-version 2021-04-01-preview or later, but azure.api_version is 2020-12-01 (hint: set azure.api_version = "2024-05-01", or use access = "account_key")
+            16:10 storage[0].access: managed-identity access needs api-version 2021-04-01-preview or later, but azure.api_version is 2020-12-01 (hint: set azure.api_version = "2024-05-01", or use access = "account_key")
         "#]],
     );
     check_edit(
@@ -809,5 +809,130 @@ command = 42
         expect![[r#"
             44:11 replication[0].hooks[0].command: expected a string, found the integer 42 (hint: put the value in quotes: command = "...")
         "#]],
+    );
+}
+
+#[test]
+fn api_versions_must_be_ones_arm_knows() {
+    for ok in [
+        "2024-05-01",
+        "2021-08-01",
+        "2022-08-01",
+        "2023-09-01-preview",
+    ] {
+        assert!(
+            parse(&VALID.replacen("[azure]", &format!("[azure]\napi_version = \"{ok}\""), 1))
+                .is_ok(),
+            "{ok} is refused"
+        );
+    }
+    check_edit(
+        "[azure]",
+        "[azure]\napi_version = \"2099-01-01\"",
+        expect![[r#"
+            3:15 azure.api_version: api-version `2099-01-01` is not a stable API Management api-version; ARM would refuse every call (hint: use one of the stable versions 2016-07-07, 2016-10-10, 2017-03-01, 2018-01-01, 2019-01-01, 2019-12-01, 2020-12-01, 2021-08-01, 2022-08-01, 2024-05-01 (the newest is "2024-05-01"), or a YYYY-MM-DD-preview version from 2016-07-07 on)
+        "#]],
+    );
+    check_edit(
+        "[azure]",
+        "[azure]\napi_version = \"2024-13-45-preview\"",
+        expect![[r#"
+            3:15 azure.api_version: api-version `2024-13-45-preview` is not of the form YYYY-MM-DD or YYYY-MM-DD-preview with a real date (hint: use one of the stable versions 2016-07-07, 2016-10-10, 2017-03-01, 2018-01-01, 2019-01-01, 2019-12-01, 2020-12-01, 2021-08-01, 2022-08-01, 2024-05-01 (the newest is "2024-05-01"), or a YYYY-MM-DD-preview version from 2016-07-07 on)
+        "#]],
+    );
+}
+
+#[test]
+fn one_storage_account_and_container_is_one_entry() {
+    let second = "\n[[storage]]\nname = \"neu-backups-2\"\naccount = \"drsyncneu\"\nregion = \"northeurope\"\ncontainer = \"apim-backups\"\naccess = \"system_identity\"\n";
+    check(
+        &format!("{VALID}{second}"),
+        expect![[r#"
+            43:11 storage[1].account: storage account `drsyncneu` and container `apim-backups` are already storage[0] (`neu-backups`) (hint: refer to `neu-backups` from every replication that uses this container, or give this entry another container)
+        "#]],
+    );
+    // Another container of the same account is fine; the same account in another region is not.
+    assert!(
+        parse(&format!(
+            "{VALID}{}",
+            second.replace("apim-backups", "other")
+        ))
+        .is_ok()
+    );
+    check(
+        &format!(
+            "{VALID}{}",
+            second
+                .replace("apim-backups", "other")
+                .replace("northeurope", "West Europe")
+        ),
+        expect![[r#"
+            43:11 storage[1].account: storage account `drsyncneu` is in region northeurope in storage[0] (`neu-backups`) but in West Europe here; an account lives in one region (hint: correct the region of one of the two entries, or use another account)
+        "#]],
+    );
+}
+
+#[test]
+fn secrets_in_misspelt_or_mistyped_fields_are_not_echoed() {
+    let literal = "Xy9~abcDEFghiJKLmnoPQRstu.vwx123";
+    for (from, to) in [
+        // A misspelt key: the unknown-key error shows the key only.
+        ("client_secret = ", "client_secert = "),
+        // A secret pasted after `env:`.
+        (
+            "\"env:AZURE_CLIENT_SECRET\"",
+            "\"env:Xy9~abcDEFghiJKLmnoPQRstu.vwx123\"",
+        ),
+        ("\"env:AZURE_CLIENT_SECRET\"", "12345678901234567890"),
+    ] {
+        let text = VALID
+            .replacen("env:AZURE_CLIENT_SECRET", literal, 1)
+            .replacen(from, to, 1);
+        let text = if from.starts_with('"') {
+            VALID.replacen(from, to, 1)
+        } else {
+            text
+        };
+        let errors = parse(&text).unwrap_err();
+        let shown = format!("{errors}\n{errors:?}");
+        assert!(!shown.contains("Xy9~"), "{shown}");
+        assert!(!shown.contains("1234567890"), "{shown}");
+        assert!(shown.contains("client_sec"), "{shown}");
+    }
+    let errors = parse(&VALID.replacen("client_secret = ", "client_secert = ", 1)).unwrap_err();
+    let unknown = errors
+        .iter()
+        .find(|e| e.field.ends_with("client_secert"))
+        .unwrap();
+    assert_eq!(
+        unknown.snippet,
+        Some(("client_secert = ...".to_owned(), 0..13))
+    );
+}
+
+#[test]
+fn byte_order_mark_and_windows_line_endings_keep_columns() {
+    let text = VALID.replacen("sku = \"premium\"", "sku =\t\"Gold\"", 1);
+    let plain = render(&parse(&text).unwrap_err());
+    let windows = format!("\u{feff}{}", text.replace('\n', "\r\n"));
+    assert_eq!(render(&parse(&windows).unwrap_err()), plain);
+    expect![[r#"
+        30:7 service[1].sku: unknown SKU `Gold` (expected one of Developer, Basic, Standard, Premium, Consumption, Isolated, BasicV2, StandardV2) (hint: backup/restore works on "Developer", "Basic", "Standard" and "Premium")
+    "#]]
+    .assert_eq(&plain);
+    // On the first line, the mark itself is not a column.
+    let errors = parse("\u{feff}[azur]\n").unwrap_err();
+    let unknown = errors.iter().find(|e| e.field == "azur").unwrap();
+    assert_eq!((unknown.line, unknown.column), (1, 2));
+}
+
+#[test]
+fn a_bare_number_for_a_duration_asks_for_a_unit() {
+    check_edit(
+        "rpo = \"1h\"",
+        "rpo = 3600",
+        expect![[r#"
+        38:7 replication[0].rpo: expected a string, found the integer 3600 (hint: write a duration with its unit, in quotes: rpo = "1h" (units: s, m, h, d))
+    "#]],
     );
 }
