@@ -332,6 +332,37 @@ async fn crash_and_resume(crash_at: &str) {
     let again = w.run(&["sync"]).await;
     again.assert_code(0);
     assert!(again.stdout.contains("Nothing to do"), "{}", again.stdout);
+    w.assert_no_secret_in_state();
+}
+
+impl World {
+    /// Neither the storage key nor the ARM token is anywhere in the state directory (sled's
+    /// files: runs, steps with their poll states and errors, leases, catalog).
+    fn assert_no_secret_in_state(&self) {
+        fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    files(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        files(&self._dir.path().join("state"), &mut all);
+        assert!(!all.is_empty(), "the state directory has files");
+        for f in all {
+            let bytes = std::fs::read(&f).unwrap();
+            for secret in [ACCOUNT_KEY, self.emu.token.as_str()] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "a secret is in {}",
+                    f.display()
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -340,9 +340,36 @@ pub struct Pruned {
     pub reason: String,
 }
 
+/// Backups an unfinished (running or interrupted) run took or is to restore: resuming the run
+/// needs them, so [`prune`] leaves them alone.
+fn backups_in_use(
+    checkpoints: &Checkpoints,
+) -> Result<std::collections::BTreeSet<BackupName>, CatalogError> {
+    let mut in_use = std::collections::BTreeSet::new();
+    for run in checkpoints.runs()? {
+        if !run.status.is_unfinished() {
+            continue;
+        }
+        for step in &run.plan.steps {
+            if let crate::plan::Action::Restore {
+                backup: crate::plan::BackupSource::Existing(name),
+                ..
+            } = &step.action
+            {
+                in_use.insert(name.clone());
+            }
+        }
+        for rec in checkpoints.steps(run.run_id)? {
+            in_use.extend(rec.backup);
+        }
+    }
+    Ok(in_use)
+}
+
 /// Applies retention: deletes backups older than their replication's retention (or expired),
-/// blob and sidecar first, then the catalog record. The newest valid, non-suspect backup of
-/// each replication is always kept. With `dry_run`, only reports.
+/// blob and sidecar first, then the catalog record. Never deleted: the newest valid,
+/// non-suspect backup of each replication, the newest backup Azure still accepts (suspect or
+/// not), and any backup an unfinished run took or is to restore. With `dry_run`, only reports.
 pub async fn prune(
     checkpoints: &Checkpoints,
     topology: &Topology,
@@ -351,12 +378,35 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<Vec<Pruned>, CatalogError> {
     let all = entries(checkpoints)?;
+    let in_use = backups_in_use(checkpoints)?;
     let mut pruned = Vec::new();
     for r in topology.replications() {
         let node = topology.storage_of(r);
         let (account, container) = (&node.target.account, &node.target.container);
-        let keep = crate::plan::latest_valid(&all, &r.from, account, container, now)
-            .map(|e| e.record.name.clone());
+        let mut keep: Vec<BackupName> =
+            crate::plan::latest_valid(&all, &r.from, account, container, now)
+                .map(|e| e.record.name.clone())
+                .into_iter()
+                .collect();
+        // When every recent backup is suspect there is no "valid" one: keep the newest backup
+        // Azure still accepts anyway, so the edge is never left with nothing to restore.
+        if let Some(newest) = all
+            .iter()
+            .filter(|e| {
+                e.record.source.name.eq_ignore_ascii_case(&r.from)
+                    && &e.record.storage_account == account
+                    && &e.record.container == container
+                    && e.record.is_restorable_at(now)
+            })
+            .max_by(|a, b| {
+                a.record
+                    .created_at
+                    .cmp(&b.record.created_at)
+                    .then(a.record.name.cmp(&b.record.name))
+            })
+        {
+            keep.push(newest.record.name.clone());
+        }
         let retention = chrono::Duration::from_std(r.retention).unwrap_or(chrono::Duration::MAX);
         let Some((_, store)) = stores
             .iter()
@@ -369,7 +419,8 @@ pub async fn prune(
                 && &e.record.storage_account == account
                 && &e.record.container == container
         }) {
-            if Some(&e.record.name) == keep.as_ref()
+            if keep.contains(&e.record.name)
+                || in_use.contains(&e.record.name)
                 || pruned.iter().any(|p: &Pruned| p.backup == e.record.name)
             {
                 continue;

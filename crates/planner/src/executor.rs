@@ -3,7 +3,9 @@
 //! Rules it keeps:
 //! - A global concurrency limit; steps whose dependencies succeeded run in parallel (restores
 //!   to different targets), but never two steps on one service: an in-process guard plus a
-//!   lease in the store (owner `{run}/{step}`, expiry) that another process respects.
+//!   lease in the store (owner `{run}/{step}`, expiry) that another process respects. The
+//!   lease is renewed before every POST and on every round of a wait or a poll, so it does not
+//!   lapse during a long busy wait or restore; a step that finds it taken sends nothing more.
 //! - Every preflight of the run finishes before any POST.
 //! - A step's state is written and flushed before each external effect (`Intent`) and after it
 //!   (`Accepted` with the poller's state, `Succeeded`, `Failed` with ARM's code and message).
@@ -352,8 +354,24 @@ impl Executor {
         let mut running: JoinSet<(String, StepEnd)> = JoinSet::new();
         let mut busy_services: BTreeSet<String> = BTreeSet::new();
         let mut running_ids: BTreeSet<String> = BTreeSet::new();
-        let mut failures: Vec<(String, String)> = Vec::new();
+        // Failures recorded before a resume count: the run cannot end `Succeeded`, and in
+        // fail-fast mode only the steps already under way (`Intent`, `Accepted`) are resumed.
+        let mut failures: Vec<(String, String)> = run
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match &states[&s.id] {
+                StepState::Failed { code, message, .. } => {
+                    Some((s.id.clone(), format!("{code}: {message}")))
+                }
+                _ => None,
+            })
+            .collect();
+        let resume_only = !continue_on_error && !failures.is_empty();
         let mut interrupted = false;
+        // A step stopped mid-way (its operation may still be running in Azure): the run must
+        // stay resumable whatever else happened.
+        let mut step_interrupted = false;
         let mut lease_held = None;
         let mut cancel = self.cancel.clone();
         let mut stop_starting = false;
@@ -413,6 +431,9 @@ impl Executor {
                         .all(|d| matches!(states.get(d), Some(StepState::Succeeded { .. })));
                     let is_preflight = matches!(s.action, Action::Preflight { .. });
                     if !deps_ok || (!is_preflight && !preflights_done) {
+                        continue;
+                    }
+                    if resume_only && matches!(states[&s.id], StepState::Pending) {
                         continue;
                     }
                     let service = s.action.service().map(str::to_ascii_lowercase);
@@ -482,7 +503,10 @@ impl Executor {
                         stop_starting = true;
                     }
                 }
-                StepEnd::Interrupted => interrupted = true,
+                StepEnd::Interrupted => {
+                    interrupted = true;
+                    step_interrupted = true;
+                }
                 StepEnd::LeaseHeld {
                     service,
                     owner,
@@ -509,7 +533,7 @@ impl Executor {
                 owner,
                 until,
             }
-        } else if !failures.is_empty() {
+        } else if !failures.is_empty() && !step_interrupted {
             run.status = RunStatus::Failed;
             run.finished_at = Some(now);
             Outcome::Failed(failures)
@@ -669,19 +693,31 @@ impl Executor {
         end
     }
 
+    /// Renews the step's lease on `service` for another `lease_ttl`. Called before every POST
+    /// and on every round of a wait or a poll, so the lease cannot lapse while the step waits
+    /// for a busy service or polls a long restore. If the lease lapsed anyway (the process was
+    /// stopped longer than the lease) and another run took it, the step stops where it is (its
+    /// state is already checkpointed) and `Some(LeaseHeld)` is returned: nothing more is sent.
     fn renew_lease(
         &self,
         run: &RunRecord,
         step: &Step,
         service: &ServiceRef,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<StepEnd>, StoreError> {
         let owner = format!("{}/{}", run.run_id, step.id);
         let ttl = chrono::Duration::from_std(self.options.lease_ttl)
             .unwrap_or(chrono::Duration::hours(1));
-        let _ =
-            self.checkpoints
-                .try_lease(&service.resource_id(), &owner, ttl, self.clock.now())?;
-        Ok(())
+        match self
+            .checkpoints
+            .try_lease(&service.resource_id(), &owner, ttl, self.clock.now())?
+        {
+            Ok(_) => Ok(None),
+            Err(held) => Ok(Some(StepEnd::LeaseHeld {
+                service: service.name.clone(),
+                owner: held.owner,
+                until: held.expires_at,
+            })),
+        }
     }
 
     fn fail(
@@ -783,11 +819,23 @@ impl Executor {
         true
     }
 
-    /// Waits until the service is `Succeeded`, bounded by the busy timeout.
-    async fn wait_ready(&self, step: &str, service: &ServiceRef) -> Result<ServiceState, WaitEnd> {
+    /// Waits until the service is `Succeeded`, bounded by the busy timeout, renewing the
+    /// step's lease on it every round.
+    async fn wait_ready(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        service: &ServiceRef,
+    ) -> Result<ServiceState, WaitEnd> {
         let deadline = tokio::time::Instant::now() + self.options.busy_timeout;
         let mut noted = false;
         loop {
+            match self.renew_lease(run, step, service) {
+                Ok(None) => {}
+                Ok(Some(end)) => return Err(WaitEnd::Lease(end)),
+                Err(e) => return Err(WaitEnd::Failed("StateError".into(), e.to_string())),
+            }
+            let step = step.id.as_str();
             match self.azure.service(service).await {
                 Ok(s) if s.is_ready() => return Ok(s),
                 Ok(s) if s.is_busy() => {
@@ -934,9 +982,10 @@ impl Executor {
                 }
                 StepState::Pending => {
                     if retry.seen_busy {
-                        match self.wait_ready(&step.id, &svc).await {
+                        match self.wait_ready(run, step, &svc).await {
                             Ok(state) => source_sku = Some(state.sku),
                             Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                            Err(WaitEnd::Lease(end)) => return Ok(end),
                             Err(WaitEnd::Failed(code, message)) => {
                                 return self.fail(run, step, &code, message);
                             }
@@ -944,6 +993,10 @@ impl Executor {
                     }
                     if *self.cancel.borrow() {
                         return Ok(StepEnd::Interrupted);
+                    }
+                    // Never POST without a live lease.
+                    if let Some(end) = self.renew_lease(run, step, &svc)? {
+                        return Ok(end);
                     }
                     let marker = match self.azure.configuration_change_date(&svc).await {
                         Ok(m) => m,
@@ -1006,9 +1059,10 @@ impl Executor {
                 StepState::Intent { .. } => {
                     // Settle an intent of unknown fate: wait out a running operation, then the
                     // backup blob tells whether the backup happened.
-                    match self.wait_ready(&step.id, &svc).await {
+                    match self.wait_ready(run, step, &svc).await {
                         Ok(_) => {}
                         Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                        Err(WaitEnd::Lease(end)) => return Ok(end),
                         Err(WaitEnd::Failed(code, message)) => {
                             return self.fail(run, step, &code, message);
                         }
@@ -1204,7 +1258,9 @@ impl Executor {
                         rec.updated_at = self.clock.now();
                         self.checkpoints.put_step(rec)?;
                     }
-                    self.renew_lease(run, step, service)?;
+                    if let Some(end) = self.renew_lease(run, step, service)? {
+                        return Ok(PollEnd::End(end));
+                    }
                     // Poll a little after the announced time: an operation due at T is seldom
                     // settled at exactly T, and a poll that comes too early costs a read.
                     let margin = (retry_after / 20).min(Duration::from_millis(250));
@@ -1310,9 +1366,10 @@ impl Executor {
                     // The target's SKU: as ARM reports it after a 409, else as configured (the
                     // run's preflight checked it against ARM).
                     let target_sku = if retry.seen_busy {
-                        match self.wait_ready(&step.id, &svc).await {
+                        match self.wait_ready(run, step, &svc).await {
                             Ok(s) => s.sku,
                             Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                            Err(WaitEnd::Lease(end)) => return Ok(end),
                             Err(WaitEnd::Failed(code, message)) => {
                                 return self.fail(run, step, &code, message);
                             }
@@ -1344,6 +1401,10 @@ impl Executor {
                     }
                     if *self.cancel.borrow() {
                         return Ok(StepEnd::Interrupted);
+                    }
+                    // Never POST without a live lease.
+                    if let Some(end) = self.renew_lease(run, step, &svc)? {
+                        return Ok(end);
                     }
                     self.save(
                         &mut rec,
@@ -1393,9 +1454,10 @@ impl Executor {
                 StepState::Intent { at } => {
                     // Settle: wait out a running operation; a restore changes the target's
                     // configuration, so a change after the intent means it happened.
-                    match self.wait_ready(&step.id, &svc).await {
+                    match self.wait_ready(run, step, &svc).await {
                         Ok(_) => {}
                         Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
+                        Err(WaitEnd::Lease(end)) => return Ok(end),
                         Err(WaitEnd::Failed(code, message)) => {
                             return self.fail(run, step, &code, message);
                         }
@@ -1657,6 +1719,8 @@ impl Executor {
 
 enum WaitEnd {
     Interrupted,
+    /// The step's lease was taken by another run.
+    Lease(StepEnd),
     Failed(String, String),
 }
 

@@ -353,3 +353,77 @@ async fn prune_deletes_the_markers_of_pruned_backups() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn prune_keeps_the_newest_backup_even_when_every_backup_is_suspect() {
+    let (cp, topo, store, stores) = setup().await;
+    let mut docs = [
+        doc(chrono::Duration::days(20), 1),
+        doc(chrono::Duration::days(16), 2),
+    ];
+    for d in &mut docs {
+        d.consistency = Consistency::Suspect;
+        put_backup(&store, d, true).await;
+        cp.put_backup(d).unwrap();
+    }
+    let pruned = prune(&cp, &topo, &stores, now(), false).await.unwrap();
+    let names: Vec<_> = pruned.iter().map(|p| p.backup.clone()).collect();
+    assert_eq!(names, [docs[0].backup.clone()]);
+    let left: Vec<BackupName> = entries(&cp)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.name)
+        .collect();
+    assert_eq!(left, [docs[1].backup.clone()]);
+}
+
+#[tokio::test]
+async fn prune_leaves_a_backup_an_unfinished_run_is_to_restore() {
+    let (cp, topo, store, stores) = setup().await;
+    let old = doc(chrono::Duration::days(20), 1);
+    let new = doc(chrono::Duration::hours(1), 2);
+    for d in [&old, &new] {
+        put_backup(&store, d, true).await;
+        cp.put_backup(d).unwrap();
+    }
+    // `drsync restore --backup OLD --to apim-neu`, interrupted.
+    let plan = crate::plan::Plan::restore(
+        &topo,
+        &entries(&cp).unwrap(),
+        &old.backup,
+        "apim-neu",
+        now(),
+    )
+    .unwrap();
+    let mut run = crate::store::RunRecord {
+        schema_version: SCHEMA_VERSION,
+        run_id: Uuid::from_u128(7),
+        started_at: now(),
+        updated_at: now(),
+        finished_at: None,
+        status: crate::store::RunStatus::Interrupted,
+        continue_on_error: false,
+        plan,
+    };
+    cp.put_run(&run).unwrap();
+    assert!(
+        prune(&cp, &topo, &stores, now(), false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .head("apim-backups", old.backup.as_str())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Once the run is over, retention applies again.
+    run.status = crate::store::RunStatus::Failed;
+    cp.put_run(&run).unwrap();
+    let pruned = prune(&cp, &topo, &stores, now(), false).await.unwrap();
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(pruned[0].backup, old.backup);
+}

@@ -28,6 +28,8 @@ struct Recorder {
     events: Mutex<Vec<Event>>,
     cancel_on: Mutex<Option<(String, &'static str, watch::Sender<bool>)>>,
     hook_on: Mutex<Option<(String, &'static str, Hook)>>,
+    /// Cancels when this step finishes in this state (`failed`, ...).
+    cancel_on_finished: Mutex<Option<(String, &'static str, watch::Sender<bool>)>>,
 }
 
 impl Observer for Recorder {
@@ -44,6 +46,13 @@ impl Observer for Recorder {
         {
             if step == s && state == st {
                 hook();
+            }
+        }
+        if let (Event::Finished { step, state, .. }, Some((s, st, tx))) =
+            (event, &*self.cancel_on_finished.lock())
+        {
+            if step == s && state == st {
+                let _ = tx.send(true);
             }
         }
         self.events.lock().push(event.clone());
@@ -655,4 +664,125 @@ fn crash_points_parse() {
     assert_eq!(CrashPoint::parse("posted:restore").unwrap().state, "posted");
     assert_eq!(CrashPoint::parse("accepted"), None);
     assert_eq!(CrashPoint::parse("later:backup"), None);
+}
+
+#[tokio::test]
+async fn the_lease_is_renewed_while_a_busy_service_is_waited_for() {
+    let h = harness();
+    h.azure.conflict_next_posts("apim-weu", 5);
+    let weu = service_ref("apim-weu").resource_id();
+    // Every 409 costs ten minutes; the lease lives fifteen. Another process tries to take
+    // the lease each time: the waiting step must have renewed it.
+    let taken_by_other = Arc::new(Mutex::new(Vec::new()));
+    let (clock, cp, seen) = (h.clock.clone(), h.cp.clone(), taken_by_other.clone());
+    *h.events.hook_on.lock() = Some((
+        "contoso-dr/backup".into(),
+        "pending",
+        Box::new(move || {
+            clock.advance(chrono::Duration::minutes(10));
+            let other = cp
+                .try_lease(
+                    &weu,
+                    "other-run/step",
+                    chrono::Duration::minutes(15),
+                    clock.now(),
+                )
+                .unwrap();
+            seen.lock().push(other.is_ok());
+        }),
+    ));
+    let (outcome, _) = h.run(h.sync_plan(), options()).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(*taken_by_other.lock(), vec![false; 5]);
+    assert_eq!(h.posts(OpKind::Backup).len(), 1);
+}
+
+#[tokio::test]
+async fn a_step_whose_lease_was_taken_meanwhile_posts_nothing_more() {
+    let h = harness();
+    h.azure.conflict_next_posts("apim-weu", 1);
+    let weu = service_ref("apim-weu").resource_id();
+    // The process stalls past its lease while the service is busy; another run takes it.
+    let (clock, cp) = (h.clock.clone(), h.cp.clone());
+    *h.events.hook_on.lock() = Some((
+        "contoso-dr/backup".into(),
+        "pending",
+        Box::new(move || {
+            clock.advance(chrono::Duration::minutes(20));
+            cp.try_lease(
+                &weu,
+                "other-run/step",
+                chrono::Duration::hours(1),
+                clock.now(),
+            )
+            .unwrap()
+            .expect("the stalled lease has lapsed");
+        }),
+    ));
+    let (outcome, run) = h.run(h.sync_plan(), options()).await;
+    let Outcome::LeaseHeld { owner, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(owner, "other-run/step");
+    assert!(
+        h.posts(OpKind::Backup).is_empty(),
+        "no POST without the lease"
+    );
+    assert_eq!(run.status, RunStatus::Interrupted);
+}
+
+#[tokio::test]
+async fn ctrl_c_after_a_failure_keeps_the_run_resumable_and_fail_fast() {
+    let h = harness();
+    h.azure.fail_next_op("apim-neu", "RestoreFailed", "boom");
+    // The restore into apim-neu is POSTed first and fails after two polls; the one into
+    // apim-stg is POSTed next and takes long, so it is still running at the Ctrl-C.
+    let azure = h.azure.clone();
+    *h.events.hook_on.lock() = Some((
+        "contoso-dr/restore/apim-neu".into(),
+        "accepted",
+        Box::new(move || azure.set_polls_per_op(40)),
+    ));
+    *h.events.cancel_on_finished.lock() = Some((
+        "contoso-dr/restore/apim-neu".into(),
+        "failed",
+        h.cancel.clone(),
+    ));
+    let (outcome, run) = h.run(h.sync_plan(), options()).await;
+    assert_eq!(outcome, Outcome::Interrupted);
+    assert_eq!(
+        run.status,
+        RunStatus::Interrupted,
+        "an operation is still running"
+    );
+    let stg =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-stg")
+            .unwrap()
+            .unwrap();
+    assert_eq!(stg.state.name(), "accepted");
+
+    // Resume: the running restore is polled to its end, nothing new is started (fail-fast),
+    // and the earlier failure is reported.
+    *h.events.cancel_on_finished.lock() = None;
+    h.cancel.send_replace(false);
+    let ex = h.executor(options());
+    let unfinished = ex.unfinished_run().unwrap().expect("resumable run");
+    assert_eq!(unfinished.run_id, run.run_id);
+    let Outcome::Failed(failures) = ex.execute(unfinished).await.unwrap() else {
+        panic!("the run had a failure")
+    };
+    assert_eq!(failures[0].0, "contoso-dr/restore/apim-neu");
+    assert_eq!(h.posts(OpKind::Restore).len(), 2, "no restore POSTed twice");
+    let steps: BTreeMap<String, &'static str> =
+        h.cp.steps(run.run_id)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.step_id, s.state.name()))
+            .collect();
+    assert_eq!(steps["contoso-dr/restore/apim-stg"], "succeeded");
+    assert_eq!(steps["contoso-dr/verify/apim-stg"], "pending");
+    assert_eq!(
+        h.cp.run(run.run_id).unwrap().unwrap().status,
+        RunStatus::Failed
+    );
 }
