@@ -21,7 +21,7 @@ use crate::apim::{
     SyncState, WireApiProps, WireItem, WireNamedValueProps, WireProductProps, backup_restore_body,
 };
 use crate::credential::{ARM_SCOPE, TokenCache, TokenCredential};
-use crate::error::{ArmErrorBody, Error, Result};
+use crate::error::{Error, Result};
 use crate::lro::{
     self, LroFailure, LroOperation, LroResponse, Next, PollKind, PollState, PollerConfig, Started,
 };
@@ -572,7 +572,7 @@ impl ArmClient {
             secrets: vec![value.clone()],
         };
         tracing::info!(service = %service.name, named_value = %name, secret, "replacing a named value");
-        let scrub = |e: Error| scrub_secret(e, value.expose());
+        let scrub = |e: Error| e.scrubbed(&[value.expose()]);
         let resp = self.inner.pipeline.send(request).await.map_err(scrub)?;
         let item = match resp.status {
             200 | 201 if !resp.body.is_empty() => Some(Self::parse(&resp, op).map_err(scrub)?),
@@ -700,81 +700,11 @@ impl ArmClient {
     }
 }
 
-/// Removes `secret` from the text of an error (a server may echo a rejected value).
-fn scrub_secret(error: Error, secret: &str) -> Error {
-    if secret.is_empty() {
-        return error;
-    }
-    let clean = |s: String| s.replace(secret, "<redacted>");
-    fn clean_body(b: ArmErrorBody, clean: &dyn Fn(String) -> String) -> ArmErrorBody {
-        ArmErrorBody {
-            code: clean(b.code),
-            message: clean(b.message),
-            target: b.target.map(clean),
-            details: b
-                .details
-                .into_iter()
-                .map(|d| clean_body(d, clean))
-                .collect(),
-            additional_info: b
-                .additional_info
-                .into_iter()
-                .map(|v| {
-                    serde_json::from_str(&clean(v.to_string())).unwrap_or(serde_json::Value::Null)
-                })
-                .collect(),
-        }
-    }
-    match error {
-        Error::Arm {
-            operation,
-            status,
-            body,
-            request_id,
-            attempts,
-        } => Error::Arm {
-            operation,
-            status,
-            body: Box::new(clean_body(*body, &clean)),
-            request_id,
-            attempts,
-        },
-        Error::OperationFailed {
-            operation,
-            status,
-            body,
-        } => Error::OperationFailed {
-            operation,
-            status,
-            body: Box::new(clean_body(*body, &clean)),
-        },
-        Error::Decode { operation, message } => Error::Decode {
-            operation,
-            message: clean(message),
-        },
-        Error::Transport {
-            operation,
-            message,
-            sent,
-            attempts,
-        } => Error::Transport {
-            operation,
-            message: clean(message),
-            sent,
-            attempts,
-        },
-        Error::OutcomeUnknown { operation, message } => Error::OutcomeUnknown {
-            operation,
-            message: clean(message),
-        },
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::credential::StaticTokenCredential;
+    use crate::error::ArmErrorBody;
     use drsync_core::{ManualClock, Secret};
 
     fn client(endpoint: &str) -> Result<ArmClient> {
