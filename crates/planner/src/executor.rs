@@ -40,8 +40,8 @@ use crate::azure::{
 use crate::catalog::{self, CatalogEntry};
 use crate::plan::{Action, BackupSource, Plan, Step};
 use crate::store::{
-    BackupDoc, Checkpoints, RestoreDoc, RunRecord, RunStatus, SCHEMA_VERSION, StepRecord,
-    StepState, StoreError,
+    BackupDoc, ChangeReading, Checkpoints, RestoreDoc, RunRecord, RunStatus, SCHEMA_VERSION,
+    StepRecord, StepState, StoreError,
 };
 use crate::topology::Topology;
 
@@ -1406,6 +1406,13 @@ impl Executor {
                     if let Some(end) = self.renew_lease(run, step, &svc)? {
                         return Ok(end);
                     }
+                    // The target's change date before the POST, saved with the intent: if the
+                    // POST's fate is lost, a later change date (same clock: Azure's) settles it.
+                    let changed = match self.azure.configuration_change_date(&svc).await {
+                        Ok(d) => d,
+                        Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
+                    };
+                    rec.target_before = Some(ChangeReading { changed });
                     self.save(
                         &mut rec,
                         StepState::Intent {
@@ -1453,7 +1460,8 @@ impl Executor {
                 }
                 StepState::Intent { at } => {
                     // Settle: wait out a running operation; a restore changes the target's
-                    // configuration, so a change after the intent means it happened.
+                    // configuration, so a change since the reading taken before the POST means
+                    // it happened.
                     match self.wait_ready(run, step, &svc).await {
                         Ok(_) => {}
                         Err(WaitEnd::Interrupted) => return Ok(StepEnd::Interrupted),
@@ -1466,8 +1474,16 @@ impl Executor {
                         Ok(d) => d,
                         Err(e) => return self.fail(run, step, &e.code_or_kind(), e.message),
                     };
-                    // The change date has second precision in some api-versions: compare to the second.
-                    if changed.is_some_and(|d| d.timestamp() >= at.timestamp()) {
+                    let happened = match rec.target_before {
+                        // Both readings on Azure's clock, so clock skew cannot fake a change.
+                        Some(before) => before.changed_since(changed),
+                        // Fallback for checkpoints written before drsync recorded the reading:
+                        // compare Azure's change date with drsync's intent time, to the second
+                        // (the change date has second precision in some api-versions). Clock
+                        // skew or another change in that second can make this wrong.
+                        None => changed.is_some_and(|d| d.timestamp() >= at.timestamp()),
+                    };
+                    if happened {
                         self.note(&mut rec, format!("settled: `{target}` changed after the restore intent; not POSTing again"))?;
                         return self
                             .finish_restore(run, step, &mut rec, target, &name, &storage)
@@ -1498,8 +1514,10 @@ impl Executor {
                                 &mut rec,
                                 "the operation is no longer known to Azure; settling".into(),
                             )?;
-                            // Settle against the time the restore was accepted: the target's
-                            // configuration changes when the restore completes, after that.
+                            // Settle against the reading taken before the POST (kept in the
+                            // record); a record without one falls back to the time the restore
+                            // was accepted: the target's configuration changes when the restore
+                            // completes, after that.
                             self.save(&mut rec, StepState::Intent { at: accepted_at })?;
                         }
                         PollEnd::End(end) => return Ok(end),

@@ -373,6 +373,30 @@ pub struct StepRecord {
     /// after the backup, while the change marker held still; verification compares with it.
     #[serde(default)]
     pub manifest: Option<BTreeMap<String, Vec<String>>>,
+    /// Restore steps: the target's `configurationChangeDate` read just before the POST, saved
+    /// with the `Intent` state. Settling an `Intent` compares the target's change date with it,
+    /// both readings on Azure's clock. Absent in records written before drsync recorded it
+    /// (still [`SCHEMA_VERSION`] 1: the field is optional and defaults to absent).
+    #[serde(default)]
+    pub target_before: Option<ChangeReading>,
+}
+
+/// One reading of a service's `configurationChangeDate` (on Azure's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeReading {
+    /// The change date read; `None` when the service reported none (never changed).
+    pub changed: Option<Timestamp>,
+}
+
+impl ChangeReading {
+    /// Whether `now`, a later reading of the same service, shows a change since this one.
+    pub fn changed_since(&self, now: Option<Timestamp>) -> bool {
+        match (self.changed, now) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(before), Some(now)) => now > before,
+        }
+    }
 }
 
 impl StepRecord {
@@ -389,6 +413,7 @@ impl StepRecord {
             attempt: 0,
             notes: Vec::new(),
             manifest: None,
+            target_before: None,
         }
     }
 }

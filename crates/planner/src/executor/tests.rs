@@ -302,7 +302,7 @@ async fn an_intent_that_never_reached_azure_is_issued() {
 }
 
 #[tokio::test]
-async fn a_restore_intent_is_settled_by_the_targets_change_date() {
+async fn an_old_restore_intent_without_a_reading_is_settled_by_the_intent_time() {
     let h = harness();
     // First sync, then force a second one whose restore into apim-neu was posted but not
     // recorded.
@@ -327,6 +327,16 @@ async fn a_restore_intent_is_settled_by_the_targets_change_date() {
             .unwrap();
     rec.backup = Some(name.clone());
     rec.state = StepState::Intent { at: h.clock.now() };
+    // As written by a drsync that did not record the target's change date before the POST.
+    let mut json = serde_json::to_value(&rec).unwrap();
+    assert!(
+        json.as_object_mut()
+            .unwrap()
+            .remove("target_before")
+            .is_some()
+    );
+    let rec: StepRecord = serde_json::from_value(json).unwrap();
+    assert_eq!(rec.target_before, None);
     h.cp.put_step(&rec).unwrap();
     h.azure
         .begin(OpKind::Restore, &service_ref("apim-neu"), &storage, &name)
@@ -338,6 +348,176 @@ async fn a_restore_intent_is_settled_by_the_targets_change_date() {
         h.posts(OpKind::Restore).len(),
         before,
         "settled, not re-posted"
+    );
+}
+
+impl Harness {
+    /// After a first sync, a run forcing a second restore into `apim-neu`, with the clock five
+    /// minutes on; returns the executor, the run, the backup and its storage.
+    async fn forced_neu_restore(
+        &self,
+    ) -> (
+        Arc<Executor>,
+        RunRecord,
+        BackupName,
+        drsync_core::StorageTarget,
+    ) {
+        self.run(self.sync_plan(), options()).await;
+        let plan = Plan::sync(
+            &self.topo,
+            &catalog::entries(&self.cp).unwrap(),
+            &[],
+            now(),
+            Some("apim-neu"),
+            false,
+        )
+        .unwrap();
+        let ex = self.executor(options());
+        let run = ex.create_run(plan, false).unwrap();
+        let name = catalog::entries(&self.cp).unwrap()[0].record.name.clone();
+        let storage = self.topo.storage("neu-backups").unwrap().target.clone();
+        self.clock.advance(chrono::Duration::minutes(5));
+        (ex, run, name, storage)
+    }
+
+    fn neu_changed(&self) -> Option<Timestamp> {
+        self.azure.service_snapshot("apim-neu").unwrap().change_date
+    }
+}
+
+#[tokio::test]
+async fn a_restore_records_the_targets_change_date_before_its_post() {
+    let h = harness();
+    let (ex, run, _, _) = h.forced_neu_restore().await;
+    let before = h.neu_changed();
+    assert!(before.is_some(), "the first sync restored apim-neu");
+    assert_eq!(ex.execute(run.clone()).await.unwrap(), Outcome::Succeeded);
+    let rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    assert_eq!(rec.target_before, Some(ChangeReading { changed: before }));
+    assert!(h.neu_changed() > before, "the restore changed the target");
+}
+
+#[tokio::test]
+async fn a_restore_that_never_happened_is_not_settled_by_a_skewed_change_date() {
+    let h = harness();
+    let (ex, run, name, _) = h.forced_neu_restore().await;
+    // Azure's clock runs 30 s ahead of drsync's: a change made 10 s before the intent (by
+    // Azure's clock) is stamped 20 s after it by drsync's. The POST never reached Azure.
+    let skewed = h.clock.now() + chrono::Duration::seconds(20);
+    h.azure
+        .edit_service("apim-neu", |s| s.change_date = Some(skewed));
+    let mut rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    rec.backup = Some(name.clone());
+    rec.target_before = Some(ChangeReading {
+        changed: Some(skewed),
+    });
+    rec.state = StepState::Intent { at: h.clock.now() };
+    h.cp.put_step(&rec).unwrap();
+    let before = h.posts(OpKind::Restore).len();
+    assert_eq!(ex.execute(run.clone()).await.unwrap(), Outcome::Succeeded);
+    assert_eq!(
+        h.posts(OpKind::Restore).len(),
+        before + 1,
+        "the restore that never happened is issued"
+    );
+    let rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    assert!(
+        rec.notes.iter().any(|n| n.contains("never happened")),
+        "{:?}",
+        rec.notes
+    );
+    assert_ne!(h.neu_changed(), Some(skewed), "restored for real");
+}
+
+#[tokio::test]
+async fn a_lost_restore_operation_is_settled_against_the_reading_before_its_post() {
+    let h = harness();
+    let (ex, run, name, _) = h.forced_neu_restore().await;
+    // Accepted, but Azure no longer knows the operation, and it never ran; Azure's clock is
+    // ahead, so its last change looks later than the acceptance by drsync's clock.
+    let skewed = h.clock.now() + chrono::Duration::seconds(20);
+    h.azure
+        .edit_service("apim-neu", |s| s.change_date = Some(skewed));
+    let mut rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    rec.backup = Some(name.clone());
+    rec.target_before = Some(ChangeReading {
+        changed: Some(skewed),
+    });
+    rec.state = StepState::Accepted {
+        at: h.clock.now(),
+        poll: serde_json::json!({ "fake_op": 999_999 }),
+    };
+    h.cp.put_step(&rec).unwrap();
+    let before = h.posts(OpKind::Restore).len();
+    assert_eq!(ex.execute(run.clone()).await.unwrap(), Outcome::Succeeded);
+    assert_eq!(h.posts(OpKind::Restore).len(), before + 1);
+    assert_ne!(h.neu_changed(), Some(skewed), "restored for real");
+}
+
+#[tokio::test]
+async fn a_restore_that_happened_is_settled_without_a_second_post() {
+    let h = harness();
+    let (ex, run, name, storage) = h.forced_neu_restore().await;
+    let reading = h.neu_changed();
+    let intent_at = h.clock.now();
+    let mut rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    rec.backup = Some(name.clone());
+    rec.target_before = Some(ChangeReading { changed: reading });
+    rec.state = StepState::Intent { at: intent_at };
+    h.cp.put_step(&rec).unwrap();
+    // The POST went through, then drsync died. Azure's clock runs 30 s behind drsync's, so
+    // the restore's change date is before the intent by drsync's clock (the old rule would
+    // have restored again), but after the reading taken before the POST.
+    let neu = service_ref("apim-neu");
+    h.azure
+        .begin(OpKind::Restore, &neu, &storage, &name)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        h.azure.service(&neu).await.unwrap();
+    }
+    let behind = intent_at - chrono::Duration::seconds(30);
+    assert!(Some(behind) > reading);
+    h.azure
+        .edit_service("apim-neu", |s| s.change_date = Some(behind));
+    let before = h.posts(OpKind::Restore).len();
+    assert_eq!(ex.execute(run.clone()).await.unwrap(), Outcome::Succeeded);
+    assert_eq!(
+        h.posts(OpKind::Restore).len(),
+        before,
+        "settled, not re-posted"
+    );
+    let rec =
+        h.cp.step(run.run_id, "contoso-dr/restore/apim-neu")
+            .unwrap()
+            .unwrap();
+    assert!(
+        rec.notes.iter().any(|n| n.contains("changed after")),
+        "{:?}",
+        rec.notes
+    );
+    assert_eq!(
+        h.cp.restores()
+            .unwrap()
+            .iter()
+            .filter(|r| r.run_id == run.run_id)
+            .count(),
+        1
     );
 }
 

@@ -134,3 +134,29 @@ fn restore_records_are_keyed_by_target_case_insensitively() {
         );
     }
 }
+
+#[test]
+fn a_step_record_without_a_target_reading_still_loads() {
+    let mut step = StepRecord::pending(Uuid::from_u128(7), "contoso-dr/restore/apim-neu", now());
+    step.state = StepState::Intent { at: now() };
+    let mut json = serde_json::to_value(&step).unwrap();
+    json.as_object_mut().unwrap().remove("target_before");
+    let bytes = serde_json::to_vec(&json).unwrap();
+    let old: StepRecord = decode("k", &bytes).unwrap();
+    assert_eq!(old, step);
+    assert_eq!(old.schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_change_reading_sees_only_a_strictly_later_change() {
+    let t = now();
+    let at = |secs| Some(t + chrono::Duration::seconds(secs));
+    let r = ChangeReading { changed: at(0) };
+    assert!(r.changed_since(at(1)));
+    assert!(!r.changed_since(at(0)), "the same change date is no change");
+    assert!(!r.changed_since(at(-1)));
+    assert!(!r.changed_since(None));
+    let never = ChangeReading { changed: None };
+    assert!(never.changed_since(at(0)));
+    assert!(!never.changed_since(None));
+}
