@@ -4,8 +4,10 @@
 //! access, SKU mismatch, expired or corrupt backups) fail it after `validation_fraction` of its
 //! duration; an injected midway failure fails it halfway; otherwise it completes after its full
 //! duration. Completion is done by [`settle`], called by a background ticker and before every
-//! poll, so a poll at the deadline already sees the result. Blob I/O happens outside the lock;
-//! the operation is marked `Completing` meanwhile (polls keep answering 202).
+//! poll, so a poll at the deadline already sees the result. Blob I/O happens outside the state
+//! lock, with the operation marked `Completing`; settlers take turns (`App::settling`), so a
+//! request that arrives while the ticker is completing an operation waits for it rather than
+//! answering 202 after the operation's end time.
 
 use std::sync::Arc;
 
@@ -215,6 +217,9 @@ pub(crate) async fn read_backup(
 
 /// Completes every operation whose time has come.
 pub(crate) async fn settle(app: &Arc<App>) {
+    // One settler at a time: a request arriving while the ticker completes an operation waits
+    // for it, so once an operation's end time has passed every answer shows it finished.
+    let _settling = app.settling.lock().await;
     let due: Vec<(String, Plan)> = {
         let mut inner = app.inner.lock();
         let now = app.now_with(&inner);

@@ -74,6 +74,10 @@ pub(crate) struct App {
     pub inner: Mutex<Inner>,
     /// Serializes writes of `config.state_file`, so an older dump never replaces a newer one.
     pub persisting: Mutex<()>,
+    /// Held while due operations are completed, so a request that settles first waits for a
+    /// completion the ticker already started (otherwise it would see `Completing` and answer
+    /// 202 after the operation's end time).
+    pub settling: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -133,6 +137,7 @@ impl App {
             accounts,
             inner: Mutex::new(inner),
             persisting: Mutex::new(()),
+            settling: tokio::sync::Mutex::new(()),
         };
         let seeds = app.config.services.clone();
         {
