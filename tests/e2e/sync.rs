@@ -96,11 +96,23 @@ impl World {
     }
 
     async fn with(backup_secs: f64, restore_secs: f64, standby_sku: &str) -> Self {
-        let emu = TestEmulator::start_with(|c| {
-            c.time_scale = 1.0;
+        Self::build(standby_sku, |c| {
             c.durations.backup_secs = backup_secs;
             c.durations.restore_secs = restore_secs;
+        })
+        .await
+    }
+
+    /// The emulator at time scale 1 without jitter, changed further by `tweak`, seeded with the
+    /// three services, and a configuration whose standby has `standby_sku`.
+    async fn build(
+        standby_sku: &str,
+        tweak: impl FnOnce(&mut drsync_emulator::EmulatorConfig),
+    ) -> Self {
+        let emu = TestEmulator::start_with(|c| {
+            c.time_scale = 1.0;
             c.durations.jitter = 0.0;
+            tweak(c);
         })
         .await
         .expect("start the emulator");
@@ -794,35 +806,12 @@ fn requests_to(w: &World, kind: &str, service: &str) -> Vec<drsync_tests::emulat
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_that_turns_busy_after_preflight_gets_a_409_and_is_waited_for() {
     // Backups take 4 s, restores 1 s, a scale-out 8 s (emulated time = real time here).
-    let emu = TestEmulator::start_with(|c| {
-        c.time_scale = 1.0;
+    let w = World::build("Premium", |c| {
         c.durations.backup_secs = 4.0;
         c.durations.restore_secs = 1.0;
         c.durations.update_secs = 8.0;
-        c.durations.jitter = 0.0;
     })
-    .await
-    .expect("start the emulator");
-    emu.seed_with(ServiceSeed::new(SUB, RG, PRIMARY, "westeurope").with_sample_config())
-        .unwrap();
-    emu.seed_with(ServiceSeed::new(SUB, RG, STANDBY, "northeurope"))
-        .unwrap();
-    emu.seed_with(ServiceSeed::new(SUB, RG, STAGING, "westeurope"))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("drsync.toml");
-    let text = config_text(
-        &emu.base(),
-        &emu.dir.path().join(ACCOUNT),
-        &dir.path().join("state"),
-        "Premium",
-    );
-    std::fs::write(&config, text).unwrap();
-    let w = World {
-        emu,
-        config,
-        _dir: dir,
-    };
+    .await;
 
     let sync = tokio::spawn(run_async(
         w.command(&w.config, &["sync", "--busy-timeout", "30s"]),
